@@ -1,0 +1,49 @@
+# labkit: `make report` and `make test` are all anyone needs to type; both set up first.
+PROFILE ?= demo
+ONLY ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.labkit-setup
+
+.PHONY: setup test report lab data bench sweep clean system-deps
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency list changes; a second `make setup` is instant.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# Debian's chromium renders the PDF report headless (no browser download); installed where we are root.
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium; the PDF step will say how to get it"; \
+	  else echo "note: chromium is not installed (sudo apt-get install chromium); HTML only, no PDF"; fi; }
+
+test: setup system-deps
+	$(PY) -m pytest
+
+report: setup system-deps
+	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+lab: setup
+	cd notebooks && ../$(VENV)/bin/jupyter lab
+
+DATASETS ?= stl10,tiny-imagenet-200,dogs-vs-cats
+data: setup
+	$(PY) -m labkit data --datasets $(DATASETS)
+
+bench: setup
+	$(PY) -m labkit bench
+
+# make sweep NB=q3 ARGS="-p lr 1e-3 1e-4 --seeds 2"
+sweep: setup
+	$(PY) -m labkit sweep $(NB) --profile $(PROFILE) $(ARGS)
+
+clean:
+	rm -rf reports/* data/cache data/synthetic .pytest_cache

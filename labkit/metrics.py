@@ -1,0 +1,121 @@
+"""Metrics, all from scikit-learn (or scipy) where it has them: accuracy with a confidence interval,
+confusion matrix, per-class recall, classification report, one-vs-rest ROC/AUC, paired comparison."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn import metrics as skm
+from sklearn.preprocessing import label_binarize
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    value: float  # fraction 0..1
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{100 * self.value:.2f} % (95 % CI {100 * self.low:.1f}-{100 * self.high:.1f}, n={self.n})"
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well behaved near 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def accuracy(y_true, y_pred, confidence: float = 0.95) -> Accuracy:
+    y_true, y_pred = _np(y_true), _np(y_pred)
+    correct = int((y_true == y_pred).sum())
+    low, high = wilson_interval(correct, len(y_true), confidence)
+    return Accuracy(correct / len(y_true) if len(y_true) else float("nan"), low, high, len(y_true))
+
+
+def confusion(y_true, y_pred, num_classes: int) -> np.ndarray:
+    return skm.confusion_matrix(_np(y_true), _np(y_pred), labels=list(range(num_classes)))
+
+
+def per_class_recall(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
+    """Recall of each class (correct / images of that class): what "class-wise accuracy" should mean."""
+    y_true, y_pred = _np(y_true), _np(y_pred)
+    recall = skm.recall_score(y_true, y_pred, labels=list(range(len(classes))), average=None, zero_division=0)
+    support = np.bincount(y_true, minlength=len(classes))
+    return pd.DataFrame({"class": classes, "recall": recall, "support": support})
+
+
+def classification_table(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
+    """scikit-learn's classification report as a table: precision, recall, F1, support per class,
+    then accuracy and the macro and weighted averages."""
+    report = skm.classification_report(_np(y_true), _np(y_pred), labels=list(range(len(classes))),
+                                       target_names=classes, output_dict=True, zero_division=0)
+    acc = report.pop("accuracy", None)
+    df = pd.DataFrame(report).T
+    df["support"] = df["support"].astype(int)
+    if acc is not None:
+        df.loc["accuracy"] = [np.nan, np.nan, acc, int(df.loc["macro avg", "support"])]
+    return df
+
+
+def macro_f1(y_true, y_pred, num_classes: int) -> float:
+    return float(skm.f1_score(_np(y_true), _np(y_pred), labels=list(range(num_classes)), average="macro",
+                              zero_division=0))
+
+
+def roc_curves(y_true, scores, classes: list[str]) -> dict:
+    """One-vs-rest ROC curve and AUC for each class, plus the micro and macro averages.
+
+    ``scores``: N x C decision scores or probabilities. Returns
+    ``{name: {"fpr", "tpr", "auc"}}`` with names the classes, "micro" and "macro".
+    """
+    y_true, scores = _np(y_true), _np(scores)
+    onehot = label_binarize(y_true, classes=list(range(len(classes))))
+    if onehot.shape[1] == 1:  # two classes: label_binarize gives one column
+        onehot = np.hstack([1 - onehot, onehot])
+    out = {}
+    for i, name in enumerate(classes):
+        if onehot[:, i].min() == onehot[:, i].max():
+            continue  # a class absent from y_true has no ROC curve
+        fpr, tpr, _ = skm.roc_curve(onehot[:, i], scores[:, i])
+        out[name] = {"fpr": fpr, "tpr": tpr, "auc": skm.auc(fpr, tpr)}
+    fpr, tpr, _ = skm.roc_curve(onehot.ravel(), scores.ravel())
+    out["micro"] = {"fpr": fpr, "tpr": tpr, "auc": skm.auc(fpr, tpr)}
+    grid = np.linspace(0, 1, 201)
+    per_class = [c for c in classes if c in out]
+    mean_tpr = np.mean([np.interp(grid, out[c]["fpr"], out[c]["tpr"]) for c in per_class], axis=0)
+    out["macro"] = {"fpr": grid, "tpr": mean_tpr, "auc": float(np.mean([out[c]["auc"] for c in per_class]))}
+    return out
+
+
+def mcnemar(y_true, pred_a, pred_b) -> float:
+    """Exact McNemar test p-value for two classifiers on the same test set (paired)."""
+    y_true, pred_a, pred_b = _np(y_true), _np(pred_a), _np(pred_b)
+    a_only = int(((pred_a == y_true) & (pred_b != y_true)).sum())
+    b_only = int(((pred_a != y_true) & (pred_b == y_true)).sum())
+    if a_only + b_only == 0:
+        return 1.0
+    return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+
+
+def within_noise(y_true, pred_a, pred_b, alpha: float = 0.05) -> bool:
+    """True when the two runs' accuracies differ by no more than chance would explain (McNemar, ``alpha``)."""
+    return mcnemar(y_true, pred_a, pred_b) >= alpha
+
+
+def seed_summary(values) -> dict:
+    """Mean, standard deviation and count of a metric over seeds."""
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    return {"mean": float(v.mean()) if len(v) else float("nan"),
+            "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}

@@ -1,0 +1,63 @@
+"""Project paths, resolved from the project root, never from the caller's working directory.
+
+Notebooks run with ``notebooks/`` as their working directory, tests from the
+repository root, the report runner from anywhere: all of them must agree on
+where ``data/`` and ``reports/`` are.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The labkit checkout: ``$LABKIT_ROOT`` if set, else the folder holding this package."""
+    if os.environ.get("LABKIT_ROOT"):
+        return Path(os.environ["LABKIT_ROOT"]).expanduser().resolve()
+    return Path(__file__).resolve().parent.parent
+
+
+def data_root() -> Path:
+    return project_root() / "data"
+
+
+def cache_dir(*parts: str) -> Path:
+    """``data/cache/<parts>``, created on demand. Caches never go inside a dataset folder."""
+    path = data_root().joinpath("cache", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def real_data_dir(dataset: str) -> Path:
+    """Where ``make data`` puts a real dataset: ``data/<dataset>/``."""
+    return data_root() / dataset
+
+
+def synthetic_data_dir(dataset: str) -> Path:
+    """Where the generators write a synthetic dataset: ``data/synthetic/<dataset>/``."""
+    return data_root() / "synthetic" / dataset
+
+
+def reports_dir(profile: str) -> Path:
+    return project_root() / "reports" / profile
+
+
+def default_output_dir(profile: str, notebook: str) -> Path:
+    """``reports/<profile>/<nb>/``, the contract's default ``output_dir``."""
+    return reports_dir(profile) / notebook
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,47 @@
+"""The original lab report's numbers (../shared/SEED.md), once, as data, as fractions.
+
+Tables and the report show these beside our own results, always labelled as the
+original report's. ``None`` where the original gave no number.
+"""
+from __future__ import annotations
+
+STL10_CLASS_ORDER = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+REFERENCE: dict[str, dict[str, dict]] = {
+    "q1": {
+        "svm": {"accuracy": 0.8365},
+        "zero_shot": {"accuracy": 0.2075},
+        "zero_shot_restricted": {"accuracy": None},
+        "finetune": {
+            "accuracy": 0.9155,
+            "class_accuracy": dict(zip(STL10_CLASS_ORDER, [0.9697, 0.9520, 0.9715, 0.8732, 0.8834,
+                                                            0.8683, 0.9232, 0.8934, 0.9253, 0.9002])),
+        },
+    },
+    "q2": {
+        "ce_triplet": {"accuracy": 0.6167, "macro_f1": 0.63},
+        "ce": {"accuracy": 0.7367, "macro_f1": 0.76},
+        "ce_center": {"accuracy": 0.7261, "macro_f1": 0.75},
+    },
+    "q3": {
+        "sgd_bs1": {"accuracy": 0.4324},
+        "sgd": {"accuracy": 0.6394},
+        "sgd_momentum": {"accuracy": 0.7579},
+        "adam": {"accuracy": 0.8233},
+        "adam_bs16": {"accuracy": 0.8285},
+        "adam_bs32": {"accuracy": 0.8189},
+        "adam_bs64": {"accuracy": 0.8233},
+        "adam_b1_0.0_b2_0.0": {"accuracy": 0.7913},
+        "adam_b1_0.9_b2_0.999": {"accuracy": 0.8233},
+    },
+}
+
+NOTES = {
+    "q1": {"zero_shot": "the original's class-wise table for this run was not per-class recall"},
+    "q3": {"sgd_bs1": "below chance for two balanced classes: points to divergence or a bug in the original"},
+}
+
+
+def reference_accuracy(notebook: str, run: str) -> float | None:
+    """The original report's test accuracy for a run, as a fraction, or None."""
+    return REFERENCE.get(notebook, {}).get(run, {}).get("accuracy")

@@ -1,0 +1,101 @@
+"""Results as data: metrics.json (the DESIGN contract), figures and CSV tables in ``output_dir``."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from pathlib import Path
+
+from labkit.paths import atomic_write_bytes, atomic_write_text
+
+STATUSES = ("ok", "diverged", "below_chance", "failed")
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _clean(value):
+    """JSON-safe: NaN and inf become null, numpy scalars plain numbers."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def run_status(accuracy: float | None, chance: float | None, diverged: bool = False) -> str:
+    """"diverged" if training blew up, "below_chance" if the test accuracy is under chance, else "ok"."""
+    if diverged:
+        return "diverged"
+    if accuracy is not None and chance is not None and accuracy < chance:
+        return "below_chance"
+    return "ok"
+
+
+class Results:
+    """Collects one notebook's runs and writes ``output_dir/metrics.json`` atomically after each change.
+
+    ``metrics.json``: ``{"notebook", "profile", "weights", "device", "params", "started",
+    "finished", "runs": {name: {"accuracy", "status", <metric>: fraction, ...}}}``.
+    """
+
+    def __init__(self, notebook: str, profile: str, weights: str, device: str, params: dict, output_dir):
+        self.output_dir = Path(output_dir)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.data = {"notebook": notebook, "profile": profile, "weights": weights, "device": str(device),
+                     "params": _clean(params), "started": _now(), "finished": None, "runs": {}}
+
+    @property
+    def runs(self) -> dict:
+        return self.data["runs"]
+
+    def add_run(self, name: str, accuracy: float | None, *, status: str | None = None,
+                chance: float | None = None, diverged: bool = False, **metrics) -> dict:
+        """Record a run. ``status`` defaults to :func:`run_status`; extra metrics must be snake_case
+        fractions (0..1) or None, e.g. ``macro_f1``, ``precision_at_1``, ``accuracy_ci_low``."""
+        if accuracy is not None and not 0.0 <= accuracy <= 1.0:
+            raise ValueError(f"run {name!r}: accuracy must be a fraction in 0..1, got {accuracy}")
+        status = status or run_status(accuracy, chance, diverged)
+        if status not in STATUSES:
+            raise ValueError(f"run {name!r}: status={status!r} is not allowed; allowed: {', '.join(STATUSES)}")
+        for key, value in metrics.items():
+            if not _SNAKE.match(key):
+                raise ValueError(f"run {name!r}: metric name {key!r} must be snake_case")
+            if value is not None and not isinstance(value, str) and not (
+                    isinstance(value, (int, float)) and (not math.isfinite(value) or 0.0 <= value <= 1.0)):
+                raise ValueError(f"run {name!r}: metric {key}={value!r} must be a fraction in 0..1 or None")
+        self.runs[name] = _clean({"accuracy": accuracy, "status": status, **metrics})
+        self.write(finished=False)
+        return self.runs[name]
+
+    def figure(self, fig, name: str, dpi: int = 110) -> Path:
+        """Save a figure as ``<name>.png`` (atomically) and return its path."""
+        import io
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        path = self.output_dir / f"{name}.png"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def table(self, df, name: str, index: bool = True) -> Path:
+        path = self.output_dir / f"{name}.csv"
+        atomic_write_text(path, df.to_csv(index=index))
+        return path
+
+    def write(self, finished: bool = True) -> Path:
+        if finished:
+            self.data["finished"] = _now()
+        path = self.output_dir / "metrics.json"
+        atomic_write_text(path, json.dumps(self.data, indent=1, sort_keys=False) + "\n")
+        return path
+
+
+def load_metrics(path) -> dict:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,387 @@
+"""The training and evaluation core shared by every notebook: plain functions, no framework.
+
+``fit`` trains for a number of epochs over a :class:`labkit.data.Batches`,
+records per-epoch and per-update history, evaluates a validation split after
+each epoch, checkpoints atomically after each epoch (keyed by the run's
+parameters) and resumes from the last checkpoint, and stops a run whose loss
+turns NaN or inf (status "diverged"). The test set is not its business: the
+notebook evaluates it once, at the end, with :func:`evaluate` / :func:`predict`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from labkit.models import ModelOutput
+from labkit.paths import atomic_write_bytes, cache_dir
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+# --------------------------------------------------------------------------- device and seeds
+
+def choose_device(device: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; an explicit choice that is not available is an error."""
+    if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
+        raise ValueError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICES)} or cuda:<index>")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else (
+            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='auto' or 'cpu'")
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' but MPS is not available; use device='auto' or 'cpu'")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_key(params: dict) -> str:
+    """A short hash of a run's resolved parameters: a changed parameter never resumes a stale run."""
+    canonical = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def checkpoint_path(name: str, params: dict) -> Path:
+    """``data/cache/checkpoints/<name>-<hash of params>.pt``."""
+    return cache_dir("checkpoints") / f"{name}-{run_key(params)}.pt"
+
+
+# --------------------------------------------------------------------------- losses
+
+@dataclass
+class LossTerm:
+    """One term of the training loss: ``weight * fn(output, labels)``.
+
+    A term may own state (``module``, checkpointed with the model), its own
+    ``optimizer`` (stepped after the model's), and an ``after_update`` hook
+    (e.g. center loss's center update, which does not go through an optimizer).
+    """
+
+    name: str
+    fn: Callable[[ModelOutput, torch.Tensor], torch.Tensor]
+    weight: float = 1.0
+    module: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    after_update: Callable[[ModelOutput, torch.Tensor], None] | None = None
+
+
+def cross_entropy_term(weight: float = 1.0) -> LossTerm:
+    return LossTerm("cross_entropy", lambda out, y: F.cross_entropy(out.logits, y), weight)
+
+
+def as_output(out) -> ModelOutput:
+    """Models may return plain logits or ``ModelOutput(logits, embedding)``."""
+    return out if isinstance(out, ModelOutput) else ModelOutput(out, None)
+
+
+# --------------------------------------------------------------------------- gradient flow
+
+class GradientFlow:
+    """Mean and max absolute gradient of each layer's weight, recorded every ``every`` updates.
+
+    Layers are the modules that own a trainable ``weight``, in registration order,
+    which for the models here is input to output.
+    """
+
+    def __init__(self, model: nn.Module, every: int = 1):
+        self.every = max(1, int(every))
+        self.layers = [(name, m) for name, m in model.named_modules()
+                       if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.requires_grad]
+        self.names = [name for name, _ in self.layers]
+        self.rows: list[dict] = []
+
+    def record(self, update: int) -> None:
+        if update % self.every:
+            return
+        grads = [m.weight.grad for _, m in self.layers]
+        stats = torch.stack([torch.stack([g.abs().mean(), g.abs().max()]) if g is not None
+                             else torch.zeros(2, device=grads[0].device if grads[0] is not None else "cpu")
+                             for g in grads]).float().cpu().tolist()
+        for name, (mean, mx) in zip(self.names, stats):
+            self.rows.append({"update": update, "layer": name, "mean_abs_grad": mean, "max_abs_grad": mx})
+
+    def summary(self):
+        """Per layer (input to output): the mean of the recorded means and the largest max."""
+        import pandas as pd
+        df = pd.DataFrame(self.rows)
+        if df.empty:
+            return pd.DataFrame(columns=["layer", "mean_abs_grad", "max_abs_grad"])
+        out = df.groupby("layer", sort=False).agg(mean_abs_grad=("mean_abs_grad", "mean"),
+                                                   max_abs_grad=("max_abs_grad", "max"))
+        return out.reindex(self.names).reset_index()
+
+
+# --------------------------------------------------------------------------- history
+
+@dataclass
+class History:
+    """What ``fit`` recorded: one dict per epoch and one per update, and the run's status."""
+
+    epochs: list[dict] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
+    status: str = "ok"  # "ok" or "diverged"
+    message: str = ""
+    resumed_from_epoch: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(**d)
+
+    def frame(self, which: str = "epochs"):
+        import pandas as pd
+        return pd.DataFrame(getattr(self, which))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable, device: torch.device | None = None) -> dict:
+    """Logits, labels, predictions and (when the model gives them) embeddings for every batch, on the CPU."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    logits, labels, embeddings = [], [], []
+    with _autocast(device):
+        for x, y in batches:
+            out = as_output(model(x))
+            logits.append(out.logits.float().cpu())
+            labels.append(y.cpu())
+            if out.embedding is not None:
+                embeddings.append(out.embedding.float().cpu())
+    logits_t = torch.cat(logits) if logits else torch.zeros(0)
+    return {"logits": logits_t, "labels": torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+            "predictions": logits_t.argmax(1) if len(logits_t) else torch.zeros(0, dtype=torch.long),
+            "embeddings": torch.cat(embeddings) if embeddings else None}
+
+
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device | None = None) -> dict:
+    """Mean cross-entropy and accuracy over ``batches``."""
+    p = predict(model, batches, device)
+    if not len(p["labels"]):
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    return {"loss": F.cross_entropy(p["logits"], p["labels"]).item(),
+            "accuracy": (p["predictions"] == p["labels"]).float().mean().item()}
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on CUDA only: on CPU it would slow the small models down and change numbers.
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# --------------------------------------------------------------------------- training
+
+class Diverged(Exception):
+    pass
+
+
+def _group_weights(sizes: list[int], accumulate) -> list[float]:
+    """Each batch's share of its optimizer step, so an accumulated step equals the mean over its samples."""
+    k = len(sizes) if accumulate == "epoch" else int(accumulate)
+    weights = []
+    for start in range(0, len(sizes), k):
+        group = sizes[start:start + k]
+        weights += [s / sum(group) for s in group]
+    return weights
+
+
+def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, loss_terms: list[LossTerm],
+                    *, epoch: int, history: History, device: torch.device, accumulate=1,
+                    gradient_flow: GradientFlow | None = None, on_update=None, progress=None) -> dict:
+    """One pass over ``batches``; returns the epoch's mean training loss and accuracy.
+
+    ``accumulate`` > 1 sums gradients over that many batches per optimizer step;
+    "epoch" makes one step per epoch (full-batch gradient descent, in batches
+    that fit in memory).
+    """
+    model.train()
+    batches.epoch = epoch
+    share = _group_weights(batches.batch_sizes(), accumulate)
+    step_every = len(share) if accumulate == "epoch" else int(accumulate)
+    update = history.updates[-1]["update"] if history.updates else 0
+    first_new = len(history.updates)
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    pending = []
+    optimizer.zero_grad(set_to_none=True)
+    for term in loss_terms:
+        if term.optimizer:
+            term.optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(batches):
+        with _autocast(device):
+            out = as_output(model(x))
+            loss = sum(t.weight * t.fn(out, y) for t in loss_terms if t.weight)
+        (loss * share[i]).backward()
+        detached = loss.detach()
+        total_loss += detached * len(y)
+        correct += (out.logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        pending.append((detached, (out.logits.detach().argmax(1) == y).float().mean()))
+        if (i + 1) % step_every == 0 or i + 1 == len(share):
+            update += 1
+            if gradient_flow is not None:
+                gradient_flow.record(update)
+            optimizer.step()
+            for term in loss_terms:
+                if term.optimizer:
+                    term.optimizer.step()
+                if term.after_update:
+                    term.after_update(ModelOutput(out.logits.detach(), None if out.embedding is None
+                                                  else out.embedding.detach()), y)
+            optimizer.zero_grad(set_to_none=True)
+            for term in loss_terms:
+                if term.optimizer:
+                    term.optimizer.zero_grad(set_to_none=True)
+            losses = torch.stack([l for l, _ in pending])
+            accs = torch.stack([a for _, a in pending])
+            history.updates.append({"update": update, "epoch": epoch + 1,
+                                    "loss": losses, "accuracy": accs})  # tensors; made floats below
+            pending = []
+            if on_update is not None:
+                on_update(update, model)
+        if progress is not None:
+            progress.update(1)
+        if i % 64 == 63 and not torch.isfinite(total_loss):  # one sync every 64 batches
+            break
+    # one device sync per epoch: turn the recorded tensors into floats
+    new = history.updates[first_new:]
+    if new:
+        losses = torch.stack([r["loss"].float().mean() for r in new]).tolist()
+        accs = torch.stack([r["accuracy"].float().mean() for r in new]).tolist()
+        for rec, loss_value, acc_value in zip(new, losses, accs):
+            rec["loss"], rec["accuracy"] = loss_value, acc_value
+    mean_loss = (total_loss / max(seen, 1)).item()
+    if not math.isfinite(mean_loss):
+        raise Diverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
+    return {"train_loss": mean_loss, "train_accuracy": (correct / max(seen, 1)).item()}
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    plain = bool(os.environ.get("LABKIT_PLAIN_PROGRESS"))
+    # Under the report runner (papermill), widgets would be saved into the executed notebook and
+    # frequent refreshes would flood the log: print rarely, as plain text.
+    return tqdm(total=total, desc=desc, leave=False, mininterval=30 if plain else 0.2,
+                ascii=plain or None, dynamic_ncols=not plain)
+
+
+def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimizer,
+        loss_terms: list[LossTerm] | None = None, val=None, accumulate=1, checkpoint: Path | None = None,
+        gradient_flow: GradientFlow | None = None, on_update=None, device: torch.device | None = None,
+        progress: bool = True, desc: str = "train") -> History:
+    """Train ``model`` for ``epochs`` epochs over ``train`` (a :class:`labkit.data.Batches`).
+
+    After each epoch: the validation split (if any) is evaluated, and the model,
+    optimizer, loss-term state, history and RNG state are written atomically to
+    ``checkpoint``. Calling ``fit`` again with the same checkpoint path resumes
+    after the last completed epoch, and ends with the same weights as an
+    uninterrupted run. A NaN or inf loss stops the run with status "diverged".
+    """
+    device = device or next(model.parameters()).device
+    loss_terms = loss_terms if loss_terms is not None else [cross_entropy_term()]
+    if accumulate != "epoch" and (not isinstance(accumulate, int) or accumulate < 1):
+        raise ValueError(f"accumulate={accumulate!r} is not allowed; allowed: an integer >= 1 or 'epoch'")
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    history = History()
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        start, history = _load_checkpoint(Path(checkpoint), model, optimizer, loss_terms)
+        history.resumed_from_epoch = start
+        if history.status == "diverged" or start >= epochs:
+            return history
+    t0 = time.perf_counter() - history.seconds
+    bar = _progress_bar((epochs - start) * len(train), desc, progress)
+    try:
+        for epoch in range(start, epochs):
+            try:
+                stats = train_one_epoch(model, train, optimizer, loss_terms, epoch=epoch, history=history,
+                                        device=device, accumulate=accumulate, gradient_flow=gradient_flow,
+                                        on_update=on_update, progress=bar)
+            except Diverged as err:
+                history.status, history.message = "diverged", str(err)
+                history.seconds = time.perf_counter() - t0
+                if checkpoint is not None:
+                    _save_checkpoint(Path(checkpoint), epoch, model, optimizer, loss_terms, history)
+                return history
+            row = {"epoch": epoch + 1, **stats}
+            if val is not None:
+                v = evaluate(model, val, device)
+                row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            history.seconds = time.perf_counter() - t0
+            row["seconds"] = history.seconds
+            history.epochs.append(row)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
+            if checkpoint is not None:
+                _save_checkpoint(Path(checkpoint), epoch + 1, model, optimizer, loss_terms, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    return history
+
+
+def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, history: History) -> None:
+    blob = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "terms": {t.name: {"module": t.module.state_dict() if t.module is not None else {},
+                           "optimizer": t.optimizer.state_dict() if t.optimizer is not None else {}}
+                  for t in loss_terms},
+        "history": history.to_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_checkpoint(path: Path, model, optimizer, loss_terms) -> tuple[int, History]:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(blob["model"])
+    optimizer.load_state_dict(blob["optimizer"])
+    for t in loss_terms:
+        state = blob["terms"].get(t.name, {})
+        if t.module is not None and state.get("module"):
+            t.module.load_state_dict(state["module"])
+        if t.optimizer is not None and state.get("optimizer"):
+            t.optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(blob["rng"])
+    return int(blob["epoch"]), History.from_dict(blob["history"])
+
+
+def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, betas=(0.9, 0.999),
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """"sgd" (``momentum`` > 0 for momentum SGD) or "adam"."""
+    params = [p for p in params if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    raise ValueError(f"optimizer={name!r} is not allowed; allowed: sgd, adam")
