@@ -7,6 +7,7 @@ not extracted again, and an interrupted download resumes from its ``.part`` file
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -97,9 +98,18 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
                               f"by hand and run the command again.") from err
     if response is not None:
         with response:
-            mode = "ab" if have and response.status == 206 else "wb"  # 200: the server ignored Range
-            with open(part, mode) as f:
-                shutil.copyfileobj(response, f, chunk_size)
+            resumed = have and response.status == 206  # 200: the server ignored Range, start over
+            expected = response.headers.get("Content-Length")
+            with open(part, "ab" if resumed else "wb") as f:
+                try:
+                    shutil.copyfileobj(response, f, chunk_size)
+                except (OSError, http.client.HTTPException) as err:
+                    raise ConnectionError(f"download of {url} interrupted ({err}); run the command again "
+                                          f"to resume from {part.stat().st_size} bytes") from err
+            got = part.stat().st_size - (have if resumed else 0)
+            if expected is not None and got < int(expected):
+                raise ConnectionError(f"download of {url} interrupted after {part.stat().st_size} bytes; "
+                                      f"run the command again to resume")
     if checksum:
         try:
             verify(part, checksum)

@@ -1,0 +1,69 @@
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from labkit import models
+
+
+def test_local_state_dict_path(tmp_path):
+    torch.manual_seed(0)
+    source = torchvision.models.resnet18(weights=None, num_classes=7)
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": source.state_dict()}, path)
+    loaded = models.resnet("resnet18", str(path))
+    assert loaded.fc.out_features == 7
+    for a, b in zip(source.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "junk.pt"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(ValueError, match="does not hold a state dict"):
+        models.resnet("resnet18", str(path))
+    with pytest.raises(ValueError, match="allowed: 'standin', 'imagenet', 'none'"):
+        models.resnet("resnet18", str(tmp_path / "missing.pt"))
+
+
+def test_imagenet_weights_unavailable_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(models.WeightsUnavailableError, match=r"not cached at .*checkpoints.*make data.*standin"):
+        models.resnet("resnet50", "imagenet")
+
+
+def test_classifier_freezes_up_to_a_stage_and_returns_embedding():
+    net = models.classifier(models.resnet("resnet18", "none"), num_classes=10, hidden=50, freeze_until="layer2")
+    out = net(torch.randn(2, 3, 32, 32))
+    assert out.logits.shape == (2, 10) and out.embedding.shape == (2, 512)
+    assert not any(p.requires_grad for p in net.backbone.layer2.parameters())
+    assert all(p.requires_grad for p in net.backbone.layer3.parameters())
+    net.train()
+    assert not net.backbone.bn1.training and net.backbone.layer3.training
+    with pytest.raises(ValueError, match="allowed: none, stem, layer1"):
+        models.classifier(models.resnet("resnet18", "none"), 10, freeze_until="layer9")
+
+
+def test_standin_weights_are_cached_and_honestly_named():
+    from labkit import standin
+    first = standin.standin_weights("resnet18")
+    net = models.resnet("resnet18", "standin")
+    assert net.fc.out_features == len(standin.source_classes())
+    assert torch.equal(net.conv1.weight, first["state_dict"]["conv1.weight"])
+    mapping = standin.source_to_stl10()
+    assert sorted(set(mapping.values())) == list(range(10))
+    assert len(mapping) < len(standin.source_classes())  # unmapped source classes exist ('other')
+    assert "NOT ImageNet" in models.describe_weights("standin", "resnet18")
+
+
+def test_small_cnn_layer_names_and_any_input_size():
+    net = models.SmallCNN()
+    names = [n for n, m in net.named_modules() if hasattr(m, "weight")]
+    assert names == ["conv1", "bn1", "conv2", "bn2", "conv3", "linear1", "linear2"]
+    assert net(torch.randn(2, 3, 48, 48)).shape == (2, 2)

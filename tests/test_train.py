@@ -1,0 +1,142 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from labkit.data import Batches
+from labkit.data.synthetic import render_many
+from labkit.models import SmallCNN
+from labkit.train import (GradientFlow, LossTerm, checkpoint_path, choose_device, cross_entropy_term, evaluate,
+                          fit, make_optimizer, predict, run_key)
+
+
+def _data(n=96, size=16):
+    labels = torch.arange(n) % 2
+    images = torch.from_numpy(render_many((labels * 4 + 1).tolist(), size, seed=1)).permute(0, 3, 1, 2).contiguous()
+    return images, labels
+
+
+def _run(tmp_path, epochs, interrupt_at=None, name="run"):
+    images, labels = _data()
+    torch.manual_seed(0)
+    model = SmallCNN(width=4, hidden=8)  # dropout inside: the RNG state must resume too
+    opt = make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9)
+    train = Batches(images, labels, 16, augment=True, seed=5)
+    val = Batches(images[:32], labels[:32], 32, order="sequential")
+
+    def on_update(update, _model):
+        if update == interrupt_at:
+            raise KeyboardInterrupt
+
+    hist = fit(model, train, epochs=epochs, optimizer=opt, val=val, checkpoint=tmp_path / f"{name}.pt",
+               on_update=on_update, progress=False)
+    return model, hist
+
+
+def test_interrupted_fit_resumes_to_the_same_weights(tmp_path):
+    straight, h1 = _run(tmp_path, 3, name="straight")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, 3, interrupt_at=14, name="resumed")  # in epoch 3 (6 updates per epoch)
+    resumed, h2 = _run(tmp_path, 3, name="resumed")
+    assert h2.resumed_from_epoch == 2
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [e["train_loss"] for e in h1.epochs] == pytest.approx([e["train_loss"] for e in h2.epochs])
+    assert len(h2.updates) == len(h1.updates) == 18
+
+
+def test_checkpoint_key_follows_parameters():
+    a = checkpoint_path("adam", {"lr": 1e-3, "epochs": 5})
+    assert a == checkpoint_path("adam", {"epochs": 5, "lr": 1e-3})  # order does not matter
+    assert a != checkpoint_path("adam", {"lr": 1e-4, "epochs": 5})
+    assert run_key({"a": 1}) != run_key({"a": 2})
+
+
+def test_changed_parameter_does_not_resume(tmp_path):
+    images, labels = _data()
+    params = {"lr": 0.05}
+    model = SmallCNN(width=4, hidden=8)
+    fit(model, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model.parameters(), 0.05),
+        checkpoint=tmp_path / f"r-{run_key(params)}.pt", progress=False)
+    changed = {"lr": 0.01}
+    model2 = SmallCNN(width=4, hidden=8)
+    h = fit(model2, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model2.parameters(), 0.01),
+            checkpoint=tmp_path / f"r-{run_key(changed)}.pt", progress=False)
+    assert h.resumed_from_epoch == 0 and len(h.epochs) == 1
+
+
+def test_divergence_guard_marks_the_run(tmp_path):
+    images, labels = _data()
+    model = SmallCNN(width=4, hidden=8)
+    exploding = LossTerm("boom", lambda out, y: out.logits.sum() * float("inf"))
+    h = fit(model, Batches(images, labels, 32), epochs=3, optimizer=make_optimizer("sgd", model.parameters(), 0.1),
+            loss_terms=[cross_entropy_term(), exploding], checkpoint=tmp_path / "d.pt", progress=False)
+    assert h.status == "diverged" and "epoch 1" in h.message and h.epochs == []
+    # re-running does not retrain a diverged run
+    again = fit(model, Batches(images, labels, 32), epochs=3, optimizer=make_optimizer("sgd", model.parameters(), 0.1),
+                checkpoint=tmp_path / "d.pt", progress=False)
+    assert again.status == "diverged"
+
+
+def test_full_batch_accumulation_equals_one_big_batch():
+    images, labels = _data(n=40)
+    results = []
+    for batch_size, accumulate in ((40, 1), (7, "epoch")):
+        torch.manual_seed(0)
+        model = SmallCNN(width=4, hidden=8, dropout=0.0)
+        model.eval()  # no batch-norm batch statistics: the gradient must not depend on how batches are cut
+        model.train = lambda mode=True: model  # keep eval mode inside fit
+        opt = make_optimizer("sgd", model.parameters(), lr=0.1)
+        h = fit(model, Batches(images, labels, batch_size, order="sequential"), epochs=2, optimizer=opt,
+                accumulate=accumulate, progress=False)
+        assert len(h.updates) == 2  # one update per epoch
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+
+
+def test_gradient_flow_names_every_layer_in_order():
+    images, labels = _data()
+    model = SmallCNN(width=4, hidden=8)
+    flow = GradientFlow(model, every=2)
+    fit(model, Batches(images, labels, 32), epochs=2, optimizer=make_optimizer("adam", model.parameters(), 1e-3),
+        gradient_flow=flow, progress=False)
+    summary = flow.summary()
+    assert summary["layer"].tolist() == ["conv1", "bn1", "conv2", "bn2", "conv3", "linear1", "linear2"]
+    assert (summary["max_abs_grad"] >= summary["mean_abs_grad"]).all() and (summary["mean_abs_grad"] > 0).all()
+    assert sorted({r["update"] for r in flow.rows}) == [2, 4, 6]
+
+
+def test_fit_learns_and_predict_evaluate_agree():
+    images, labels = _data(n=128)
+    torch.manual_seed(0)
+    model = SmallCNN(width=8, hidden=16)
+    h = fit(model, Batches(images, labels, 16), epochs=4, optimizer=make_optimizer("adam", model.parameters(), 3e-3),
+            val=Batches(images, labels, 64, order="sequential"), progress=False)
+    assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
+    p = predict(model, Batches(images, labels, 64, order="sequential"))
+    e = evaluate(model, Batches(images, labels, 64, order="sequential"))
+    assert e["accuracy"] == pytest.approx((p["predictions"] == labels).float().mean().item())
+    assert e["accuracy"] > 0.8
+
+
+def test_device_choice():
+    assert choose_device("cpu").type == "cpu"
+    assert choose_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda, mps"):
+        choose_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            choose_device("cuda")
+
+
+def test_extra_loss_term_with_its_own_optimizer_and_hook():
+    images, labels = _data()
+    model = SmallCNN(width=4, hidden=8)
+    scale = nn.Parameter(torch.tensor(1.0))
+    holder = nn.Module()
+    holder.scale = scale
+    seen = []
+    term = LossTerm("scaled", lambda out, y: (scale * out.logits).pow(2).mean(), weight=0.1, module=holder,
+                    optimizer=torch.optim.SGD([scale], lr=0.1), after_update=lambda out, y: seen.append(len(y)))
+    fit(model, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model.parameters(), 0.01),
+        loss_terms=[cross_entropy_term(), term], progress=False)
+    assert scale.item() != 1.0 and seen == [32, 32, 32]
