@@ -113,7 +113,7 @@ def bar_with_ci(table: pd.DataFrame, ax=None, value: str = "accuracy", low: str 
     ax = _axes(ax, (6, 0.45 * len(table) + 1.2))
     y = np.arange(len(table))
     vals = table[value].astype(float).to_numpy()
-    err = np.vstack([vals - table[low].astype(float), table[high].astype(float) - vals])
+    err = np.clip(np.vstack([vals - table[low].astype(float), table[high].astype(float) - vals]), 0, None)
     ax.barh(y, vals, xerr=err, color="tab:blue", alpha=0.8, capsize=3, label="ours (95 % CI)")
     if reference and reference in table:
         ref = table[reference].astype(float)

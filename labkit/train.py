@@ -311,7 +311,7 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     history = History()
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        start, history = _load_checkpoint(Path(checkpoint), model, optimizer, loss_terms)
+        start, history = _load_checkpoint(Path(checkpoint), model, optimizer, loss_terms, gradient_flow)
         history.resumed_from_epoch = start
         if history.status == "diverged" or start >= epochs:
             return history
@@ -327,7 +327,7 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
                 history.status, history.message = "diverged", str(err)
                 history.seconds = time.perf_counter() - t0
                 if checkpoint is not None:
-                    _save_checkpoint(Path(checkpoint), epoch, model, optimizer, loss_terms, history)
+                    _save_checkpoint(Path(checkpoint), epoch, model, optimizer, loss_terms, history, gradient_flow)
                 return history
             row = {"epoch": epoch + 1, **stats}
             if val is not None:
@@ -339,14 +339,15 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
             if checkpoint is not None:
-                _save_checkpoint(Path(checkpoint), epoch + 1, model, optimizer, loss_terms, history)
+                _save_checkpoint(Path(checkpoint), epoch + 1, model, optimizer, loss_terms, history, gradient_flow)
     finally:
         if bar is not None:
             bar.close()
     return history
 
 
-def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, history: History) -> None:
+def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, history: History,
+                     gradient_flow: GradientFlow | None = None) -> None:
     blob = {
         "epoch": epoch,
         "model": model.state_dict(),
@@ -356,14 +357,17 @@ def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, histo
                   for t in loss_terms},
         "history": history.to_dict(),
         "rng": torch.get_rng_state(),
+        "gradient_flow": gradient_flow.rows if gradient_flow is not None else [],
     }
     buf = io.BytesIO()
     torch.save(blob, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _load_checkpoint(path: Path, model, optimizer, loss_terms) -> tuple[int, History]:
+def _load_checkpoint(path: Path, model, optimizer, loss_terms, gradient_flow=None) -> tuple[int, History]:
     blob = torch.load(path, map_location="cpu", weights_only=True)
+    if gradient_flow is not None:
+        gradient_flow.rows = list(blob.get("gradient_flow", []))
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     for t in loss_terms:

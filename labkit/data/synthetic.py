@@ -28,7 +28,7 @@ from labkit.paths import synthetic_data_dir
 SHAPES = ["circle", "square", "triangle", "ring", "cross", "diamond", "bars", "half-disc"]
 STL10_PROTOTYPES = list(range(10))
 TINY_IMAGENET_FIRST_PROTOTYPE = 10
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 def prototype(proto: int) -> dict:
@@ -62,12 +62,14 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def render(proto: int, rng: np.random.Generator, size: int, variant: int = 0,
-           noise: float = 18.0, random_hue: bool = False, distractor: bool = False) -> np.ndarray:
+           noise: float = 18.0, random_hue: bool = False, distractor: bool = False,
+           rotation: float = 0.25) -> np.ndarray:
     """One H x W x 3 uint8 image of class prototype ``proto``.
 
     ``variant`` changes the texture orientation and background brightness (the
     stand-in's source task has several variants per prototype). ``random_hue``
-    removes colour as a cue (Dogs vs Cats: shape and texture decide).
+    removes colour as a cue (Dogs vs Cats: shape and texture decide); ``rotation`` is the
+    standard deviation (radians) of the shape's random rotation.
     """
     p = prototype(proto)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / (size - 1) * 2 - 1
@@ -94,7 +96,7 @@ def render(proto: int, rng: np.random.Generator, size: int, variant: int = 0,
     angle = p["angle"] + (np.pi / 2) * variant + rng.normal(0, 0.15)
     scale = rng.uniform(0.4, 0.65)
     cx, cy = rng.uniform(-1 + scale, 1 - scale, size=2) * 0.8
-    draw(p["shape"], hue, p["freq"], angle, scale, cx, cy, rng.normal(0, 0.25))
+    draw(p["shape"], hue, p["freq"], angle, scale, cx, cy, rng.normal(0, rotation))
     img += rng.normal(0, noise, size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
 
@@ -231,7 +233,7 @@ def write_dogs_vs_cats(root, per_class: int = 100, image_size: int = 64, layout:
         for label in (0, 1):
             path_for(tmp, label, 0).parent.mkdir(parents=True, exist_ok=True)
             imgs = render_many([DOGS_VS_CATS_PROTOTYPES[label]] * per_class, image_size, seed * 31 + label,
-                               random_hue=True, distractor=True, noise=28.0)
+                               random_hue=True, distractor=True, noise=28.0, rotation=0.4)
             for n, arr in enumerate(imgs):
                 Image.fromarray(arr).save(path_for(tmp, label, n), "JPEG", quality=88)
         for k in range(broken):
