@@ -17,6 +17,22 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="benchmarks against plain baselines, printed as ratios")
     p.add_argument("--repeats", type=int, default=5)
 
+    p = sub.add_parser("report", help="run every notebook, render HTML and PDF, build the index page")
+    p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
+    p.add_argument("--only", default="", help="comma-separated notebooks, e.g. q1,q3 (default: all)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run (default: no limit)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<profile>)")
+
+    p = sub.add_parser("sweep", help="run a notebook over a parameter grid and compare the runs")
+    p.add_argument("notebook", help="q1, q2 or q3")
+    p.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a parameter and its values, e.g. -p lr 1e-3 1e-4 (repeat -p for a grid)")
+    p.add_argument("--seeds", type=int, default=1, help="repeat every point with seed = 0..N-1")
+    p.add_argument("--jobs", type=int, default=1, help="points run at once (CPU threads shared fairly)")
+    p.add_argument("--profile", default="demo")
+    p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run")
+    p.add_argument("--out", default=None, help="folder (default: reports/<profile>/sweeps/<notebook>)")
+
     args = parser.parse_args(argv)
     if args.command == "data":
         from labkit.data.download import SOURCES, fetch_dataset
@@ -35,6 +51,21 @@ def main(argv=None) -> int:
                 load_imagenet_state_dict(arch)
                 print(f"ImageNet weights for {arch}: cached (hash verified by torchvision)", flush=True)
         return 0
+    if args.command == "report":
+        from labkit.report import make_report
+        only = [k.strip() for k in args.only.split(",") if k.strip()] or None
+        return make_report(args.profile, only, args.timeout, args.out)
+    if args.command == "sweep":
+        from labkit.sweep import parse_value, sweep
+        grid = {}
+        for item in args.param:
+            if len(item) < 2:
+                parser.error(f"-p {' '.join(item)}: give a parameter name and at least one value")
+            grid[item[0]] = [parse_value(v) for v in item[1:]]
+        table = sweep(args.notebook, grid, args.profile, args.seeds, args.jobs, args.timeout, args.out)
+        failed = table[table["status"] == "failed"]
+        print(table.to_string(index=False))
+        return 1 if len(failed) else 0
     if args.command == "bench":
         from labkit.bench import main as bench
         bench(args.repeats)

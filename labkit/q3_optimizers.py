@@ -2,6 +2,7 @@
 Adam betas. The notebook holds the parameters, figures and prose; the work is here."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic
                                                                 image_size=64, layout="kaggle", broken=1, seed=0)
     else:
         root = Path(data_dir) if data_dir else real_data_dir("dogs-vs-cats")
-    data = load_dogs_vs_cats(root, image_size=image_size)
+    with warnings.catch_warnings():  # the notebook shows the skipped files' count and an example itself
+        warnings.simplefilter("ignore", UserWarning)
+        data = load_dogs_vs_cats(root, image_size=image_size)
     train_val, test = stratified_split(data.labels.numpy(), test_fraction, seed)
     tr, va = stratified_split(data.labels[train_val].numpy(), val_fraction, seed)
     return Splits(data, train_val[tr], train_val[va], test, str(root))
@@ -76,7 +79,7 @@ def train_and_test(name: str, settings: dict, splits: Splits, seed: int, device:
                    gradient_flow_every: int, context: dict) -> Outcome:
     """Train one run from scratch on the training split, curves on validation, the test split once."""
     d = splits.data
-    torch.manual_seed(seed)
+    torch.manual_seed(context["split_seed"] * 1000 + seed)  # `seed` (the split's) and `seeds` both vary runs
     model = SmallCNN(num_classes=2).to(device)
     opt = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"], settings["momentum"],
                          settings["betas"])

@@ -282,12 +282,12 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
 def _progress_bar(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
+    if os.environ.get("LABKIT_PLAIN_PROGRESS"):
+        # Under the report runner (papermill) a bar would be saved into the executed notebook (as
+        # widget state or stderr text) and end up in the report; the runner logs progress per cell.
+        return None
     from tqdm.auto import tqdm
-    plain = bool(os.environ.get("LABKIT_PLAIN_PROGRESS"))
-    # Under the report runner (papermill), widgets would be saved into the executed notebook and
-    # frequent refreshes would flood the log: print rarely, as plain text.
-    return tqdm(total=total, desc=desc, leave=False, mininterval=30 if plain else 0.2,
-                ascii=plain or None, dynamic_ncols=not plain)
+    return tqdm(total=total, desc=desc, leave=False)
 
 
 def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimizer,

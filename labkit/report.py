@@ -1,0 +1,315 @@
+"""``make report``: run every notebook headless with papermill, render HTML (with and without code)
+and PDF with nbconvert and a system Chromium, and build the index page with one summary table."""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+import labkit
+from labkit.params import PROFILES, ParameterError
+from labkit.paths import atomic_write_text, project_root, reports_dir
+from labkit.reference import reference_accuracy
+
+NOTEBOOKS = {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
+             "q3": "q3_dogs_vs_cats_optimizers.ipynb"}
+TITLES = {"q1": "Q1 · STL-10 transfer learning (ResNet-50)", "q2": "Q2 · Tiny ImageNet losses (ResNet-18)",
+          "q3": "Q3 · Dogs vs Cats optimizers (small CNN)"}
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-get install chromium) or set "
+               "LABKIT_CHROMIUM to a Chrome/Chromium binary, then run the report again.")
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def available() -> list[str]:
+    return [k for k, name in NOTEBOOKS.items() if (notebooks_dir() / name).exists()]
+
+
+def load_params(profile: str, key: str) -> dict:
+    """The flat parameter file ``notebooks/params/<profile>/<key>.yaml`` (as ``papermill -f`` reads it)."""
+    path = notebooks_dir() / "params" / profile / f"{key}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameter file {path}; profiles: {', '.join(PROFILES)}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_names(notebook: Path, params: dict) -> None:
+    """Refuse parameters the notebook does not declare, before anything runs (papermill only warns)."""
+    import papermill
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ParameterError(f"{notebook.name}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed: {', '.join(sorted(declared))}")
+
+
+class _CellProgress(logging.Handler):
+    """Turns papermill's per-cell log records into one short line per cell, readable in a plain log."""
+
+    def __init__(self, key: str, total: int):
+        super().__init__(logging.INFO)
+        self.key, self.total, self.started = key, total, None
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Executing Cell"):
+            self.started = time.perf_counter()
+            self.cell = msg.split()[2].strip("-")
+        elif msg.startswith("Ending Cell") and self.started is not None:
+            print(f"  {self.key}: cell {self.cell}/{self.total} done in {time.perf_counter() - self.started:.1f} s",
+                  flush=True)
+
+
+def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None) -> tuple[Path, str | None]:
+    """Run one notebook with papermill (cwd notebooks/); return the executed copy and the error, if any.
+    The executed copy is kept even when a cell fails, with the error in it."""
+    import nbformat
+    import papermill
+    source = notebooks_dir() / NOTEBOOKS[key]
+    check_names(source, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / NOTEBOOKS[key]
+    total = len(nbformat.read(source, as_version=4).cells) + 1  # papermill adds the injected-parameters cell
+    handler = _CellProgress(key, total)
+    log = logging.getLogger("papermill")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
+    try:
+        papermill.execute_notebook(str(source), str(executed), parameters=params, cwd=str(notebooks_dir()),
+                                   kernel_name="python3", progress_bar=False, log_output=True,
+                                   execution_timeout=timeout)
+        return executed, None
+    except Exception as err:  # noqa: BLE001 - any failure marks this notebook failed, the others go on
+        name = type(err).__name__
+        detail = getattr(err, "evalue", None) or str(err).strip().splitlines()[-1:] or [""]
+        return executed, f"{name}: {detail if isinstance(detail, str) else detail[0]}"
+    finally:
+        log.removeHandler(handler)
+
+
+def render_html(executed: Path) -> tuple[Path, Path]:
+    """Self-contained HTML (images embedded, no CDN scripts): one with code, one without input cells."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(executed, as_version=4)
+    outputs = []
+    for suffix, exclude_input in ((".html", False), (".report.html", True)):
+        exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(Path(__file__).parent /
+                                                                                        "templates")],
+                                embed_images=True, exclude_input=exclude_input,
+                                exclude_input_prompt=exclude_input, exclude_output_prompt=exclude_input)
+        body, _ = exporter.from_notebook_node(nb)
+        path = executed.with_suffix(suffix) if suffix == ".html" else executed.with_name(executed.stem + suffix)
+        atomic_write_text(path, body)
+        outputs.append(path)
+    return outputs[0], outputs[1]
+
+
+def find_chromium() -> str | None:
+    if os.environ.get("LABKIT_CHROMIUM"):
+        return os.environ["LABKIT_CHROMIUM"]
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+CHROMIUM_ARGS = ["--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-quic"]
+
+
+def chromium_args() -> list[str]:
+    # Chromium's sandbox refuses to run as root (CI and containers run as root).
+    return CHROMIUM_ARGS + (["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])
+
+
+def print_pdfs(pages: list[tuple[Path, Path]]) -> None:
+    """Print each (html, pdf) pair with headless Chromium through Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=find_chromium(), args=chromium_args())
+        try:
+            page = browser.new_page()
+            for html_path, pdf_path in pages:
+                page.goto(html_path.resolve().as_uri(), wait_until="load")
+                tmp = pdf_path.with_name(f".{pdf_path.name}.tmp")
+                page.pdf(path=str(tmp), format="A4", print_background=True,
+                         margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"})
+                os.replace(tmp, pdf_path)
+        finally:
+            browser.close()
+
+
+def merge_pdfs(parts: list[Path], out: Path) -> None:
+    from pypdf import PdfWriter
+    writer = PdfWriter()
+    for p in parts:
+        writer.append(str(p))
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "wb") as f:
+        writer.write(f)
+    os.replace(tmp, out)
+
+
+@dataclass
+class NotebookResult:
+    key: str
+    status: str = "ok"  # "ok" or "failed"
+    error: str | None = None
+    seconds: float = 0.0
+    files: dict = field(default_factory=dict)  # label -> path relative to the report folder
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def summary_rows(root: Path, results: list[NotebookResult]) -> pd.DataFrame:
+    """One row per run of every notebook, from its metrics.json, with the original report's number."""
+    rows = []
+    for r in results:
+        metrics_path = root / r.key / "metrics.json"
+        if r.status == "failed" or not metrics_path.exists():
+            rows.append({"notebook": r.key, "run": "(notebook failed)", "accuracy": None, "ci_low": None,
+                         "ci_high": None, "status": "failed", "original": None, "weights": None, "device": None})
+            continue
+        m = json.loads(metrics_path.read_text())
+        for name, run in m["runs"].items():
+            rows.append({"notebook": r.key, "run": name, "accuracy": run.get("accuracy"),
+                         "ci_low": run.get("accuracy_ci_low"), "ci_high": run.get("accuracy_ci_high"),
+                         "status": run.get("status"), "original": reference_accuracy(r.key, name),
+                         "weights": m.get("weights"), "device": m.get("device")})
+    return pd.DataFrame(rows)
+
+
+def _pct(v) -> str:
+    return "" if v is None or pd.isna(v) else f"{100 * v:.2f}"
+
+
+def build_index(root: Path, profile: str, results: list[NotebookResult], facts: dict) -> Path:
+    """``index.html``: facts, links to every page, and the summary table (also ``summary.csv``)."""
+    table = summary_rows(root, results)
+    atomic_write_text(root / "summary.csv", table.to_csv(index=False))
+    e = html.escape
+    flags = {"diverged": "DIVERGED", "below_chance": "BELOW CHANCE", "failed": "FAILED"}
+    body_rows = []
+    for _, row in table.iterrows():
+        ci = f"{_pct(row['ci_low'])}–{_pct(row['ci_high'])}" if row["ci_low"] is not None and not pd.isna(
+            row["ci_low"]) else ""
+        flag = flags.get(row["status"], "")
+        body_rows.append(
+            f"<tr class='{e(str(row['status']))}'><td>{e(row['notebook'])}</td><td>{e(row['run'])}</td>"
+            f"<td class='num'>{_pct(row['accuracy'])}</td><td class='num'>{ci}</td>"
+            f"<td class='num'>{_pct(row['original'])}</td><td>{flag}</td></tr>")
+    links = []
+    for r in results:
+        items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
+        state = f"<span class='failed'>FAILED: {e(r.error or '')}</span>" if r.status == "failed" else "ok"
+        links.append(f"<li><b>{e(TITLES[r.key])}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
+    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>labkit report ({e(profile)})</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+tr.diverged td, tr.below_chance td, tr.failed td, .failed {{ color: #b00020; font-weight: 600; }}
+.note {{ color: #555; font-size: 0.9em; }}
+</style></head><body>
+<h1>labkit report — profile <code>{e(profile)}</code></h1>
+<table>{fact_rows}</table>
+<h2>Notebooks</h2><ul>{''.join(links)}</ul>
+<p>The whole report as one PDF: <a href='report.pdf'>report.pdf</a> · summary table as <a href='summary.csv'>CSV</a></p>
+<h2>Summary</h2>
+<table><tr><th>notebook</th><th>run</th><th>ours: test accuracy (%)</th><th>95 % CI</th>
+<th>original report (%)</th><th>flag</th></tr>{''.join(body_rows)}</table>
+<p class='note'>“Original report” numbers are the lab report's own (see SEED.md), shown for comparison; ours come
+from this run's metrics.json files. With stand-in weights (demo and smoke profiles) numbers show the methods
+working on synthetic data and are not comparable to ImageNet results.</p>
+</body></html>
+"""
+    atomic_write_text(root / "index.html", page)
+    return root / "index.html"
+
+
+def make_report(profile: str = "demo", only: list[str] | None = None, timeout: int | None = None,
+                out_root: Path | None = None) -> int:
+    """Run, render and index every notebook; return 0, or 1 when any notebook failed (named)."""
+    if profile not in PROFILES:
+        raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
+    keys = only or available()
+    unknown = [k for k in keys if k not in available()]
+    if unknown:
+        raise ParameterError(f"unknown notebook(s) {', '.join(unknown)}; allowed: {', '.join(available())}")
+    root = Path(out_root) if out_root else reports_dir(profile)
+    root.mkdir(parents=True, exist_ok=True)
+    chromium = find_chromium()
+    results: list[NotebookResult] = []
+    started = dt.datetime.now().astimezone()
+    for key in keys:
+        params = {**load_params(profile, key), "profile": profile, "output_dir": str((root / key).resolve())}
+        (root / key / "metrics.json").unlink(missing_ok=True)  # never show a stale result for a failed run
+        print(f"[{key}] running {NOTEBOOKS[key]} (profile {profile})", flush=True)
+        t = time.perf_counter()
+        executed, error = execute(key, root / key, params, timeout)
+        r = NotebookResult(key, "failed" if error else "ok", error, time.perf_counter() - t)
+        print(f"[{key}] {'FAILED: ' + error if error else 'ok'} in {r.seconds:.0f} s", flush=True)
+        if executed.exists():
+            code_html, clean_html = render_html(executed)
+            r.files = {"notebook": f"{key}/{executed.name}", "HTML with code": f"{key}/{code_html.name}",
+                       "HTML report": f"{key}/{clean_html.name}"}
+        results.append(r)
+    facts = {"profile": profile, "date": started.isoformat(timespec="seconds"),
+             "devices": ", ".join(sorted({json.loads((root / r.key / "metrics.json").read_text())["device"]
+                                          for r in results if (root / r.key / "metrics.json").exists()})) or "n/a",
+             "weights": "; ".join(f"{r.key}: {json.loads((root / r.key / 'metrics.json').read_text())['weights']}"
+                                  for r in results if (root / r.key / "metrics.json").exists()) or "n/a",
+             "torch": __import__("torch").__version__, "labkit": labkit.__version__, "git commit": git_commit(),
+             "python": sys.version.split()[0],
+             "durations": ", ".join(f"{r.key} {r.seconds:.0f} s" for r in results)}
+    if chromium:
+        pages = []
+        for r in results:
+            if "HTML report" in r.files:
+                pdf = root / r.files["HTML report"].replace(".report.html", ".pdf")
+                pages.append((root / r.files["HTML report"], pdf))
+                r.files["PDF"] = str(pdf.relative_to(root))
+        index = build_index(root, profile, results, facts)
+        pages.append((index, root / "index.pdf"))
+        print_pdfs(pages)
+        merge_pdfs([root / "index.pdf"] + [p for _, p in pages[:-1]], root / "report.pdf")
+        print(f"PDF: {root / 'report.pdf'}", flush=True)
+    else:
+        build_index(root, profile, results, facts)
+        print(NO_PDF_HINT, flush=True)
+    atomic_write_text(root / "run.json", json.dumps({"facts": facts, "notebooks": [asdict(r) for r in results]},
+                                                    indent=1))
+    print(f"index: {root / 'index.html'}", flush=True)
+    failed = [r.key for r in results if r.status == "failed"]
+    if failed:
+        print(f"FAILED notebook(s): {', '.join(failed)} (executed copies with the error are in {root})",
+              file=sys.stderr, flush=True)
+        return 1
+    return 0

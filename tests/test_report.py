@@ -1,0 +1,142 @@
+import json
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from labkit import report
+from labkit.report import available
+
+
+def test_smoke_report_produces_every_page(smoke_report, chromium):
+    root, code = smoke_report
+    assert code == 0
+    for key in available():
+        stem = report.NOTEBOOKS[key].removesuffix(".ipynb")
+        for suffix in (".ipynb", ".html", ".report.html", ".pdf"):
+            assert (root / key / f"{stem}{suffix}").stat().st_size > 0, (key, suffix)
+        assert (root / key / "metrics.json").exists()
+    for name in ("index.html", "summary.csv", "report.pdf", "run.json"):
+        assert (root / name).stat().st_size > 0
+    assert (root / "report.pdf").read_bytes().startswith(b"%PDF")
+
+
+def _browse(page, url: str) -> dict:
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"failed request {r.url}"))
+    page.goto(url, wait_until="load")
+    images = page.eval_on_selector_all("img", "els => els.map(e => [e.currentSrc.slice(0, 40), e.naturalWidth])")
+    links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    return {"errors": errors, "images": images, "links": links}
+
+
+def test_pages_load_offline_in_chromium(smoke_report, chromium):
+    from playwright.sync_api import sync_playwright
+    root, _ = smoke_report
+    pages = [root / "index.html"] + sorted(root.glob("*/*.html"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=report.chromium_args())
+        try:
+            for path in pages:
+                page = browser.new_page()
+                # offline: any request that leaves the file system fails the test
+                page.route("http*://**", lambda route: route.abort())
+                seen = _browse(page, path.as_uri())
+                assert seen["errors"] == [], (path.name, seen["errors"])
+                for src, width in seen["images"]:
+                    assert width > 0, (path.name, src)
+                for href in seen["links"]:
+                    parsed = urlparse(href)
+                    if parsed.scheme == "file":
+                        assert Path(unquote(parsed.path)).exists(), (path.name, href)
+                page.close()
+        finally:
+            browser.close()
+    index_links = _index_links(root)
+    assert {f"{k}/{report.NOTEBOOKS[k].removesuffix('.ipynb')}.pdf" for k in available()} <= index_links
+
+
+def _index_links(root: Path) -> set[str]:
+    import re
+    return set(re.findall(r"href='([^']+)'", (root / "index.html").read_text()))
+
+
+def test_index_summary_has_our_numbers_beside_the_original(smoke_report):
+    root, _ = smoke_report
+    import pandas as pd
+    summary = pd.read_csv(root / "summary.csv")
+    q3 = summary[summary["notebook"] == "q3"].set_index("run")
+    assert q3.loc["adam", "original"] == 0.8233
+    metrics = json.loads((root / "q3" / "metrics.json").read_text())
+    assert q3.loc["adam", "accuracy"] == pytest.approx(metrics["runs"]["adam"]["accuracy"])
+    assert "BELOW CHANCE" in (root / "index.html").read_text() or (q3["status"] != "below_chance").all()
+
+
+def _tiny_notebook(path: Path, body: str) -> None:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = new_code_cell('profile: str = "demo"  # profile\noutput_dir: str = None  # output folder')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def tiny_project(tmp_path, monkeypatch):
+    """A project root with two tiny notebooks: one that works and one that fails."""
+    (tmp_path / "notebooks" / "params" / "smoke").mkdir(parents=True)
+    ok_body = ("from labkit.results import Results\n"
+               "r = Results('good', profile, 'none', 'cpu', {'x': 1}, output_dir)\n"
+               "r.add_run('only', 0.75, chance=0.5)\nr.write()\nprint('fine')")
+    _tiny_notebook(tmp_path / "notebooks" / "good.ipynb", ok_body)
+    _tiny_notebook(tmp_path / "notebooks" / "bad.ipynb", "raise RuntimeError('this notebook is broken')")
+    for key in ("good", "bad"):
+        (tmp_path / "notebooks" / "params" / "smoke" / f"{key}.yaml").write_text("profile: smoke\n")
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+    monkeypatch.setattr(report, "NOTEBOOKS", {"bad": "bad.ipynb", "good": "good.ipynb"})
+    monkeypatch.setattr(report, "TITLES", {"bad": "Bad", "good": "Good"})
+    return tmp_path
+
+
+def test_a_failing_notebook_is_kept_marked_and_named(tiny_project, capsys):
+    code = report.make_report("smoke", out_root=tiny_project / "out")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "FAILED notebook(s): bad" in err
+    executed = nbformat.read(tiny_project / "out" / "bad" / "bad.ipynb", as_version=4)
+    assert any(o.get("ename") == "RuntimeError" for c in executed.cells for o in c.get("outputs", []))
+    assert (tiny_project / "out" / "bad" / "bad.html").exists()  # rendered with its error
+    assert (tiny_project / "out" / "good" / "good.report.html").exists()  # the other still ran and rendered
+    index = (tiny_project / "out" / "index.html").read_text()
+    assert "FAILED" in index and "this notebook is broken" in index
+    summary = (tiny_project / "out" / "summary.csv").read_text()
+    assert "bad,(notebook failed)" in summary and "good,only,0.75" in summary
+
+
+def test_unknown_parameter_is_refused_before_running(tiny_project):
+    (tiny_project / "notebooks" / "params" / "smoke" / "good.yaml").write_text("profile: smoke\nlearning_rate: 1\n")
+    with pytest.raises(report.ParameterError, match=r"unknown parameter\(s\) 'learning_rate'"):
+        report.make_report("smoke", only=["good"], out_root=tiny_project / "out")
+
+
+def test_two_point_sweep_writes_its_csv(tiny_project):
+    from labkit.sweep import sweep
+    table = sweep("good", {"profile": ["smoke", "demo"]}, profile="smoke", jobs=2, out_root=tiny_project / "sw")
+    assert sorted(table["profile"]) == ["demo", "smoke"] and set(table["status"]) == {"ok"}
+    csv = (tiny_project / "sw" / "sweep.csv").read_text()
+    assert csv.splitlines()[0].startswith("profile,run,accuracy,status")
+    assert (tiny_project / "sw" / "comparison.csv").exists() and (tiny_project / "sw" / "comparison.png").exists()
+    assert {p.name for p in (tiny_project / "sw").iterdir() if p.is_dir()} == {"profile=smoke", "profile=demo"}
+
+
+def test_sweep_values_are_typed():
+    from labkit.sweep import grid_points, parse_value, point_name
+    assert parse_value("1e-3") == 0.001 and parse_value("64") == 64 and parse_value("[0.9, 0.999]") == [0.9, 0.999]
+    assert parse_value("adam") == "adam"
+    points = grid_points({"lr": [0.1, 0.01], "batch_size": [16]}, seeds=2)
+    assert len(points) == 4 and points[1] == {"lr": 0.1, "batch_size": 16, "seed": 1}
+    assert point_name({"lr": 0.001, "betas": [0.9, 0.99]}) == "lr=0.001_betas=0.9,0.99"
