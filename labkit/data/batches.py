@@ -25,7 +25,11 @@ def stratified_split(labels, test_fraction: float, seed: int = 0) -> tuple[np.nd
         raise ValueError(f"test_fraction={test_fraction} is not allowed; allowed: a number strictly between 0 and 1")
     labels = np.asarray(labels)
     idx = np.arange(len(labels))
-    train, held = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
+    n_classes = len(np.unique(labels))
+    # On tiny sets (smoke profile) keep at least one image of every class on each side.
+    n_held = int(np.ceil(test_fraction * len(labels)))
+    n_held = min(max(n_held, n_classes), len(labels) - n_classes)
+    train, held = train_test_split(idx, test_size=n_held, random_state=seed, stratify=labels)
     return np.sort(train), np.sort(held)
 
 
