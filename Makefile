@@ -29,7 +29,7 @@ test: setup system-deps
 	$(PY) -m pytest
 
 report: setup system-deps
-	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
 lab: setup
 	cd notebooks && ../$(VENV)/bin/jupyter lab

@@ -24,7 +24,7 @@ from labkit.paths import atomic_write_bytes, cache_dir
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
 SOURCE_PROTOTYPES = 20
 VARIANTS = 2
-SETTINGS = {"version": 1, "prototypes": SOURCE_PROTOTYPES, "variants": VARIANTS, "per_class": 12,
+SETTINGS = {"version": 2, "prototypes": SOURCE_PROTOTYPES, "variants": VARIANTS, "per_class": 12,
             "image_size": 32, "epochs": 3, "lr": 1e-3, "batch_size": 32, "seed": 0}
 
 
@@ -73,7 +73,9 @@ def _pretrain(arch: str, progress: bool) -> dict:
     with torch.random.fork_rng():
         torch.manual_seed(s["seed"])
         model = getattr(torchvision.models, arch)(weights=None, num_classes=n_source)
-        train = Batches(images, labels, s["batch_size"], augment=True, seed=s["seed"])
+        # channels-last: about 10 % faster for ResNet convolutions on the CPU too
+        train = Batches(images, labels, s["batch_size"], augment=True, seed=s["seed"], channels_last=True)
         fit(model, train, epochs=s["epochs"], optimizer=make_optimizer("adam", model.parameters(), s["lr"]),
-            device=torch.device("cpu"), progress=progress, desc=f"stand-in {arch}")
+            device=torch.device("cpu"), progress=progress, desc=f"stand-in {arch}", channels_last=True)
+        model.to(memory_format=torch.contiguous_format)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}

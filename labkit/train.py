@@ -293,7 +293,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimizer,
         loss_terms: list[LossTerm] | None = None, val=None, accumulate=1, checkpoint: Path | None = None,
         gradient_flow: GradientFlow | None = None, on_update=None, device: torch.device | None = None,
-        progress: bool = True, desc: str = "train") -> History:
+        progress: bool = True, desc: str = "train", channels_last: bool | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs over ``train`` (a :class:`labkit.data.Batches`).
 
     After each epoch: the validation split (if any) is evaluated, and the model,
@@ -301,12 +301,14 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     ``checkpoint``. Calling ``fit`` again with the same checkpoint path resumes
     after the last completed epoch, and ends with the same weights as an
     uninterrupted run. A NaN or inf loss stops the run with status "diverged".
+    ``channels_last`` (default: on CUDA) converts the model's memory format; the batches
+    should then be channels-last too (``Batches(channels_last=True)``).
     """
     device = device or next(model.parameters()).device
     loss_terms = loss_terms if loss_terms is not None else [cross_entropy_term()]
     if accumulate != "epoch" and (not isinstance(accumulate, int) or accumulate < 1):
         raise ValueError(f"accumulate={accumulate!r} is not allowed; allowed: an integer >= 1 or 'epoch'")
-    if device.type == "cuda":
+    if channels_last if channels_last is not None else device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     history = History()
     start = 0

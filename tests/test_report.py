@@ -140,3 +140,12 @@ def test_sweep_values_are_typed():
     points = grid_points({"lr": [0.1, 0.01], "batch_size": [16]}, seeds=2)
     assert len(points) == 4 and points[1] == {"lr": 0.1, "batch_size": 16, "seed": 1}
     assert point_name({"lr": 0.001, "betas": [0.9, 0.99]}) == "lr=0.001_betas=0.9,0.99"
+
+
+def test_without_chromium_the_html_is_still_produced(tiny_project, monkeypatch, capsys):
+    monkeypatch.setattr(report, "find_chromium", lambda: None)
+    assert report.make_report("smoke", only=["good"], out_root=tiny_project / "out") == 0
+    out = capsys.readouterr().out
+    assert "no PDF" in out and "apt-get install chromium" in out
+    assert (tiny_project / "out" / "good" / "good.report.html").exists()
+    assert (tiny_project / "out" / "index.html").exists() and not list((tiny_project / "out").rglob("*.pdf"))
