@@ -46,7 +46,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
 
 def test_demo_sized_svm_and_finetune_beat_chance():
     """Demo-sized synthetic STL-10 with the stand-in ResNet-50: both trained approaches beat chance (10 %)."""
-    data = q1.load_data("synthetic", None, 40, 30)
+    data = q1.load_data("synthetic", None, 30, 30)
     dev = torch.device("cpu")
     model, mapping, _ = q1.source_model("resnet50", "standin")
     feats = {s: q1.extract(model, getattr(data, s).images, image_size=32, device=dev, weights="standin",
