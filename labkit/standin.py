@@ -24,7 +24,7 @@ from labkit.paths import atomic_write_bytes, cache_dir
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
 SOURCE_PROTOTYPES = 20
 VARIANTS = 2
-SETTINGS = {"version": 2, "prototypes": SOURCE_PROTOTYPES, "variants": VARIANTS, "per_class": 12,
+SETTINGS = {"version": 3, "prototypes": SOURCE_PROTOTYPES, "variants": VARIANTS, "per_class": 12,
             "image_size": 32, "epochs": 3, "lr": 1e-3, "batch_size": 32, "seed": 0}
 
 
