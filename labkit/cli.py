@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-weights", action="store_true", help="skip the ImageNet weights")
 
     p = sub.add_parser("bench", help="benchmarks against plain baselines, printed as ratios")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
 
     p = sub.add_parser("report", help="run every notebook, render HTML and PDF, build the index page")
     p.add_argument("--profile", default="demo", help="demo (default), full or smoke")

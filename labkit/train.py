@@ -236,10 +236,11 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
             loss = sum(t.weight * t.fn(out, y) for t in loss_terms if t.weight)
         (loss * share[i]).backward()
         detached = loss.detach()
+        hits = out.logits.detach().argmax(1) == y
         total_loss += detached * len(y)
-        correct += (out.logits.detach().argmax(1) == y).sum()
+        correct += hits.sum()
         seen += len(y)
-        pending.append((detached, (out.logits.detach().argmax(1) == y).float().mean()))
+        pending.append((detached, hits.float().mean()))
         if (i + 1) % step_every == 0 or i + 1 == len(share):
             update += 1
             if gradient_flow is not None:
