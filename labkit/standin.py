@@ -18,6 +18,7 @@ import json
 import torch
 import torchvision
 
+from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, TINY_IMAGENET_FIRST_PROTOTYPE, render_many
 from labkit.paths import atomic_write_bytes, cache_dir
 
@@ -33,9 +34,15 @@ def source_classes() -> list[str]:
 
 
 def source_to_stl10() -> dict[int, int]:
-    """Source class -> STL-10 class index, for the source classes that have one (the rest are 'other')."""
+    """Source class -> STL-10 class index, for the source classes that have one (the rest are 'other').
+
+    Like ImageNet-1k, the stand-in's source task has deer-looking images but no class that maps to
+    *deer*: its deer prototype's source classes are left unmapped, so deer can only be wrong or 'other'.
+    """
+    deer = STL10_CLASSES.index("deer")
     return {p * VARIANTS + v: STL10_PROTOTYPES.index(p)
-            for p in STL10_PROTOTYPES if p < SOURCE_PROTOTYPES for v in range(VARIANTS)}
+            for p in STL10_PROTOTYPES if p < SOURCE_PROTOTYPES and STL10_PROTOTYPES.index(p) != deer
+            for v in range(VARIANTS)}
 
 
 def source_to_tiny_imagenet(num_classes: int) -> dict[int, int]:

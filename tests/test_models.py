@@ -57,7 +57,7 @@ def test_standin_weights_are_cached_and_honestly_named():
     assert net.fc.out_features == len(standin.source_classes())
     assert torch.equal(net.conv1.weight, first["state_dict"]["conv1.weight"])
     mapping = standin.source_to_stl10()
-    assert sorted(set(mapping.values())) == list(range(10))
+    assert sorted(set(mapping.values())) == [0, 1, 2, 3, 5, 6, 7, 8, 9]  # no deer, as in ImageNet-1k
     assert len(mapping) < len(standin.source_classes())  # unmapped source classes exist ('other')
     assert "NOT ImageNet" in models.describe_weights("standin", "resnet18")
 
