@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.data import Batches, load_dogs_vs_cats, load_stl10, stratified_split
+from labkit.data import Batches, load_dogs_vs_cats, load_stl10
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from labkit.data.synthetic import render_many, write_stl10
 from labkit.models import SmallCNN

@@ -53,10 +53,6 @@ class Runner:
         return Outcome(name, settings, seed, done.history, done.y_true, done.y_pred, done.scores,
                        dict(done.extra), done.artifacts)
 
-    def shared_with(self, settings: dict, seed: int) -> str | None:
-        key = run_key({**settings, "seed": seed})
-        return self._done[key].name if key in self._done else None
-
 
 def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float) -> pd.DataFrame:
     """One row per run name: accuracy (mean over seeds), its spread, a 95 % Wilson interval for the

@@ -113,9 +113,3 @@ def within_noise(y_true, pred_a, pred_b, alpha: float = 0.05) -> bool:
     """True when the two runs' accuracies differ by no more than chance would explain (McNemar, ``alpha``)."""
     return mcnemar(y_true, pred_a, pred_b) >= alpha
 
-
-def seed_summary(values) -> dict:
-    """Mean, standard deviation and count of a metric over seeds."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    return {"mean": float(v.mean()) if len(v) else float("nan"),
-            "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": int(len(v))}

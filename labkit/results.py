@@ -96,6 +96,3 @@ class Results:
         atomic_write_text(path, json.dumps(self.data, indent=1, sort_keys=False) + "\n")
         return path
 
-
-def load_metrics(path) -> dict:
-    return json.loads(Path(path).read_text())

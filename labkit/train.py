@@ -151,10 +151,6 @@ class History:
     def from_dict(cls, d: dict) -> "History":
         return cls(**d)
 
-    def frame(self, which: str = "epochs"):
-        import pandas as pd
-        return pd.DataFrame(getattr(self, which))
-
 
 # --------------------------------------------------------------------------- evaluation
 
