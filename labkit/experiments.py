@@ -23,7 +23,6 @@ class Outcome:
     history: History | None
     y_true: np.ndarray
     y_pred: np.ndarray
-    scores: np.ndarray | None = None
     extra: dict = field(default_factory=dict)  # other fractions for metrics.json (macro_f1, ...)
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
 
@@ -50,8 +49,8 @@ class Runner:
         if key not in self._done:
             self._done[key] = train_fn()
         done = self._done[key]
-        return Outcome(name, settings, seed, done.history, done.y_true, done.y_pred, done.scores,
-                       dict(done.extra), done.artifacts)
+        return Outcome(name, settings, seed, done.history, done.y_true, done.y_pred, dict(done.extra),
+                       done.artifacts)
 
 
 def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float) -> pd.DataFrame:

@@ -157,14 +157,16 @@ def finetune(arch: str, weights: str, data: Data, *, image_size: int, hidden_uni
 def conclusion(summary, svm_pred, zero_pred, ft_pred, y_test, P: dict, source_name: str) -> str:
     """The conclusion's prose, every figure from this run's results."""
     from labkit import metrics
+    from labkit.reference import percent
 
     acc = {k: summary.loc[k, "accuracy"] for k in summary.index}
     ranked = sorted((k for k in acc if acc[k] is not None and acc[k] == acc[k]), key=lambda k: -acc[k])
     labels = {"svm": "features + SVM", "zero_shot": "zero-shot mapping (original rule)",
               "zero_shot_restricted": "zero-shot mapping (restricted rule)", "finetune": "fine-tuning"}
     order = " > ".join(f"{labels[k]} ({100 * acc[k]:.1f} %)" for k in ranked)
-    lines = [f"**Ranking in this run:** {order}. The original report found fine-tuned (91.55 %) > SVM on "
-             f"features (83.65 %) > zero-shot mapping (20.75 %)."]
+    lines = [f"**Ranking in this run:** {order}. The original report found fine-tuned "
+             f"({percent('q1', 'finetune')}) > SVM on features ({percent('q1', 'svm')}) > zero-shot mapping "
+             f"({percent('q1', 'zero_shot')})."]
     if acc.get("finetune") == acc.get("finetune") and acc.get("svm") == acc.get("svm") and acc.get("finetune") is not None:
         p = metrics.mcnemar(y_test, ft_pred, svm_pred)
         verdict = "within noise" if p >= 0.05 else "a real difference"

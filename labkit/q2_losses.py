@@ -86,7 +86,7 @@ def _center_term(weight: float, num_classes: int, dim: int, alpha: float, device
                     after_update=lambda out, y: center.update_centers(out.embedding, y))
 
 
-def pk_sampler(labels: torch.Tensor, m_per_class: int, batch_size: int, seed: int):
+def pk_sampler(labels: torch.Tensor, m_per_class: int, batch_size: int):
     """Class-balanced P x K batches: ``batch_size / m_per_class`` classes, ``m_per_class`` images each."""
     from pytorch_metric_learning.samplers import MPerClassSampler
     if batch_size % m_per_class:
@@ -106,7 +106,7 @@ def train_and_test(run: dict, data: Data, P: dict, device: torch.device, context
     order = "shuffle"
     if run["loss"] == "ce_triplet":
         terms.append(_triplet_term(run["loss_weight"], P["margin"], P["miner"]))
-        order = pk_sampler(data.train.labels, P["m_per_class"], run["batch_size"], P["seed"])
+        order = pk_sampler(data.train.labels, P["m_per_class"], run["batch_size"])
     elif run["loss"] == "ce_center":
         terms.append(_center_term(run["loss_weight"], num_classes, model.head.in_features, P["center_alpha"], device))
     common = dict(image_size=P["image_size"], device=device, channels_last=device.type == "cuda")
@@ -121,8 +121,7 @@ def train_and_test(run: dict, data: Data, P: dict, device: torch.device, context
                   checkpoint=checkpoint_path(f"q2-{run['name']}", key), device=device, desc=run["name"])
     p = predict(model, test, device)
     y, pred = p["labels"].numpy(), p["predictions"].numpy()
-    out = Outcome(run["name"], run, P["seed"], history, y, pred, torch.softmax(p["logits"], 1).numpy(),
-                  artifacts={"embeddings": p["embeddings"].numpy()})
+    out = Outcome(run["name"], run, P["seed"], history, y, pred, artifacts={"embeddings": p["embeddings"].numpy()})
     if history.status == "ok":
         out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
     return out
@@ -153,6 +152,7 @@ def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
 def conclusion(summary, outcomes: dict, P: dict) -> str:
     """The conclusion's prose, every figure from this run's results."""
     from labkit.experiments import noise_verdicts
+    from labkit.reference import percent
 
     def fmt(name, key="accuracy"):
         v = summary.loc[name, key] if name in summary.index and key in summary else None
@@ -170,9 +170,9 @@ def conclusion(summary, outcomes: dict, P: dict) -> str:
         lines.append("Pairwise (McNemar's exact test on the same test images): " + "; ".join(
             f"{a} vs {b}: {v} (p = {p:.3g})" for a, b, v, p in
             zip(verdicts["run A"], verdicts["run B"], verdicts["verdict"], verdicts["McNemar p"])) + ".")
-    lines.append("The original report found cross-entropy best (73.67 %), center loss close (72.61 %) and triplet "
-                 "loss clearly worse (61.67 %, trained at a 10x higher learning rate, which confounds the "
-                 "comparison). Cross-entropy alone optimises exactly what accuracy measures; the center loss "
+    lines.append(f"The original report found cross-entropy best ({percent('q2', 'ce')}), center loss close "
+                 f"({percent('q2', 'ce_center')}) and triplet loss clearly worse ({percent('q2', 'ce_triplet')}, "
+                 "trained at a 10x higher learning rate, which confounds the comparison). Cross-entropy alone optimises exactly what accuracy measures; the center loss "
                  "adds compactness of each class around its centre without changing the decision rule; the "
                  "triplet loss optimises relative distances on the unit sphere, which helps retrieval more "
                  "than a linear classifier on top.")

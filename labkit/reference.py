@@ -36,10 +36,20 @@ REFERENCE: dict[str, dict[str, dict]] = {
     },
 }
 
+# Test-set sizes of the original's runs, for the noise of its numbers: STL-10's 8,000 test images;
+# 50 Tiny ImageNet classes x 50 val images; 30 % of Dogs vs Cats' 25,000 Kaggle training images.
+ORIGINAL_TEST_IMAGES = {"q1": 8000, "q2": 2500, "q3": 7500}
+
 NOTES = {
     "q1": {"zero_shot": "the original's class-wise table for this run was not per-class recall"},
     "q3": {"sgd_bs1": "below chance for two balanced classes: points to divergence or a bug in the original"},
 }
+
+
+def percent(notebook: str, run: str) -> str:
+    """The original's accuracy of a run as text for prose, e.g. "91.55 %"."""
+    value = reference_accuracy(notebook, run)
+    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def reference_accuracy(notebook: str, run: str) -> float | None:

@@ -185,16 +185,16 @@ def git_commit() -> str:
         return "unknown"
 
 
-def summary_rows(root: Path, results: list[NotebookResult]) -> pd.DataFrame:
-    """One row per run of every notebook, from its metrics.json, with the original report's number."""
+def summary_rows(results: list[NotebookResult], written: dict[str, dict]) -> pd.DataFrame:
+    """One row per run of every notebook, from its metrics.json (``written``: notebook -> its contents),
+    with the original report's number."""
     rows = []
     for r in results:
-        metrics_path = root / r.key / "metrics.json"
-        if r.status == "failed" or not metrics_path.exists():
+        if r.status == "failed" or r.key not in written:
             rows.append({"notebook": r.key, "run": "(notebook failed)", "accuracy": None, "ci_low": None,
                          "ci_high": None, "status": "failed", "original": None, "weights": None, "device": None})
             continue
-        m = json.loads(metrics_path.read_text())
+        m = written[r.key]
         for name, run in m["runs"].items():
             rows.append({"notebook": r.key, "run": name, "accuracy": run.get("accuracy"),
                          "ci_low": run.get("accuracy_ci_low"), "ci_high": run.get("accuracy_ci_high"),
@@ -207,9 +207,10 @@ def _pct(v) -> str:
     return "" if v is None or pd.isna(v) else f"{100 * v:.2f}"
 
 
-def build_index(root: Path, profile: str, results: list[NotebookResult], facts: dict) -> Path:
+def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
+                facts: dict) -> Path:
     """``index.html``: facts, links to every page, and the summary table (also ``summary.csv``)."""
-    table = summary_rows(root, results)
+    table = summary_rows(results, written)
     atomic_write_text(root / "summary.csv", table.to_csv(index=False))
     e = html.escape
     flags = {"diverged": "DIVERGED", "below_chance": "BELOW CHANCE", "failed": "FAILED"}
@@ -281,11 +282,11 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
             r.files = {"notebook": f"{key}/{executed.name}", "HTML with code": f"{key}/{code_html.name}",
                        "HTML report": f"{key}/{clean_html.name}"}
         results.append(r)
+    written = {r.key: json.loads((root / r.key / "metrics.json").read_text())
+               for r in results if (root / r.key / "metrics.json").exists()}
     facts = {"profile": profile, "date": started.isoformat(timespec="seconds"),
-             "devices": ", ".join(sorted({json.loads((root / r.key / "metrics.json").read_text())["device"]
-                                          for r in results if (root / r.key / "metrics.json").exists()})) or "n/a",
-             "weights": "; ".join(f"{r.key}: {json.loads((root / r.key / 'metrics.json').read_text())['weights']}"
-                                  for r in results if (root / r.key / "metrics.json").exists()) or "n/a",
+             "devices": ", ".join(sorted({m["device"] for m in written.values()})) or "n/a",
+             "weights": "; ".join(f"{key}: {m['weights']}" for key, m in written.items()) or "n/a",
              "torch": __import__("torch").__version__, "labkit": labkit.__version__, "git commit": git_commit(),
              "python": sys.version.split()[0],
              "durations": ", ".join(f"{r.key} {r.seconds:.0f} s" for r in results)}
@@ -296,13 +297,13 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
                 pdf = root / r.files["HTML report"].replace(".report.html", ".pdf")
                 pages.append((root / r.files["HTML report"], pdf))
                 r.files["PDF"] = str(pdf.relative_to(root))
-        index = build_index(root, profile, results, facts)
+        index = build_index(root, profile, results, written, facts)
         pages.append((index, root / "index.pdf"))
         print_pdfs(pages)
         merge_pdfs([root / "index.pdf"] + [p for _, p in pages[:-1]], root / "report.pdf")
         print(f"PDF: {root / 'report.pdf'}", flush=True)
     else:
-        build_index(root, profile, results, facts)
+        build_index(root, profile, results, written, facts)
         print(NO_PDF_HINT, flush=True)
     atomic_write_text(root / "run.json", json.dumps({"facts": facts, "notebooks": [asdict(r) for r in results]},
                                                     indent=1))

@@ -193,9 +193,9 @@ class Diverged(Exception):
     pass
 
 
-def _group_weights(sizes: list[int], accumulate) -> list[float]:
-    """Each batch's share of its optimizer step, so an accumulated step equals the mean over its samples."""
-    k = len(sizes) if accumulate == "epoch" else int(accumulate)
+def _group_weights(sizes: list[int], k: int) -> list[float]:
+    """Each batch's share of its optimizer step (``k`` batches per step), so an accumulated step equals
+    the mean over its samples."""
     weights = []
     for start in range(0, len(sizes), k):
         group = sizes[start:start + k]
@@ -214,18 +214,18 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     """
     model.train()
     batches.epoch = epoch
-    share = _group_weights(batches.batch_sizes(), accumulate)
-    step_every = len(share) if accumulate == "epoch" else int(accumulate)
+    sizes = batches.batch_sizes()
+    step_every = len(sizes) if accumulate == "epoch" else int(accumulate)
+    share = _group_weights(sizes, step_every)
     update = history.updates[-1]["update"] if history.updates else 0
     first_new = len(history.updates)
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0
     pending = []
-    optimizer.zero_grad(set_to_none=True)
-    for term in loss_terms:
-        if term.optimizer:
-            term.optimizer.zero_grad(set_to_none=True)
+    optimizers = [optimizer] + [t.optimizer for t in loss_terms if t.optimizer]
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):
         with _autocast(device):
             out = as_output(model(x))
@@ -241,17 +241,14 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
             update += 1
             if gradient_flow is not None:
                 gradient_flow.record(update)
-            optimizer.step()
+            for opt in optimizers:
+                opt.step()
             for term in loss_terms:
-                if term.optimizer:
-                    term.optimizer.step()
                 if term.after_update:
                     term.after_update(ModelOutput(out.logits.detach(), None if out.embedding is None
                                                   else out.embedding.detach()), y)
-            optimizer.zero_grad(set_to_none=True)
-            for term in loss_terms:
-                if term.optimizer:
-                    term.optimizer.zero_grad(set_to_none=True)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
             losses = torch.stack([l for l, _ in pending])
             accs = torch.stack([a for _, a in pending])
             history.updates.append({"update": update, "epoch": epoch + 1,

@@ -13,13 +13,13 @@ def test_miner_yields_valid_triplets_on_a_pk_batch():
     emb = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
     for miner in (miners.BatchHardMiner(), miners.TripletMarginMiner(0.2, "semihard")):
         a, p, n = miner(emb, labels)
-        assert len(a) > 0 or isinstance(miner, miners.TripletMarginMiner)
+        assert len(a) > 0
         assert torch.all(labels[a] == labels[p]) and torch.all(labels[a] != labels[n]) and torch.all(a != p)
 
 
 def test_pk_sampler_batches_are_class_balanced():
     labels = torch.arange(6).repeat_interleave(10)
-    sampler = q2.pk_sampler(labels, m_per_class=4, batch_size=12, seed=0)
+    sampler = q2.pk_sampler(labels, m_per_class=4, batch_size=12)
     order = list(iter(sampler))
     assert len(order) == 60
     for start in range(0, 60, 12):
