@@ -160,11 +160,13 @@ def discussion(summary, part_b: dict, part_c: dict, part_d: dict, P: dict) -> st
         original = [reference_accuracy("q3", n) for n in ("adam_bs16", "adam_bs32", "adam_bs64")]
         n_test = ORIGINAL_TEST_IMAGES["q3"]
         low, high = wilson_interval(round(np.mean(original) * n_test), n_test)
+        span, width = max(original) - min(original), high - low
+        within = span < width
         lines.append(f"**(b) Batch size.** {accs}: {verdict}. The original's "
-                     f"{' / '.join(f'{100 * v:.2f}' for v in original)} % span "
-                     f"{100 * (max(original) - min(original)):.2f} percentage points, inside the "
-                     f"±{50 * (high - low):.1f}-point 95 % interval of a test set of {n_test:,} images, so its "
-                     f"ranking was within noise too.")
+                     f"{' / '.join(f'{100 * v:.2f}' for v in original)} % span {100 * span:.2f} percentage "
+                     f"points, {'less' if within else 'more'} than the {100 * width:.1f}-point width "
+                     f"(±{50 * width:.1f}) of one run's 95 % interval on a test set of {n_test:,} images, so its "
+                     f"ranking {'is within noise too' if within else 'may be more than noise'}.")
     if part_c:
         lines.append("**(c) Order and mini-batches.** " + ", ".join(_describe(s, n) for n in part_c) + ". "
                      "In class-sorted order every epoch ends with a long run of one class, so the last updates "
