@@ -15,46 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 import labkit
+from labkit import notebooks as registry
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
 from labkit.reference import reference_accuracy
 
-NOTEBOOKS = {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
-             "q3": "q3_dogs_vs_cats_optimizers.ipynb"}
-TITLES = {"q1": "Q1 · STL-10 transfer learning (ResNet-50)", "q2": "Q2 · Tiny ImageNet losses (ResNet-18)",
-          "q3": "Q3 · Dogs vs Cats optimizers (small CNN)"}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-get install chromium) or set "
                "LABKIT_CHROMIUM to a Chrome/Chromium binary, then run the report again.")
-
-
-def notebooks_dir() -> Path:
-    return project_root() / "notebooks"
-
-
-def available() -> list[str]:
-    return [k for k, name in NOTEBOOKS.items() if (notebooks_dir() / name).exists()]
-
-
-def load_params(profile: str, key: str) -> dict:
-    """The flat parameter file ``notebooks/params/<profile>/<key>.yaml`` (as ``papermill -f`` reads it)."""
-    path = notebooks_dir() / "params" / profile / f"{key}.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"no parameter file {path}; profiles: {', '.join(PROFILES)}")
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def check_names(notebook: Path, params: dict) -> None:
-    """Refuse parameters the notebook does not declare, before anything runs (papermill only warns)."""
-    import papermill
-    declared = set(papermill.inspect_notebook(str(notebook)))
-    unknown = sorted(set(params) - declared)
-    if unknown:
-        raise ParameterError(f"{notebook.name}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(sorted(declared))}")
 
 
 class _CellProgress(logging.Handler):
@@ -79,10 +49,10 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None) -
     The executed copy is kept even when a cell fails, with the error in it."""
     import nbformat
     import papermill
-    source = notebooks_dir() / NOTEBOOKS[key]
-    check_names(source, params)
+    source = registry.notebooks_dir() / registry.NOTEBOOKS[key]
+    registry.check_names(source, params)
     out_dir.mkdir(parents=True, exist_ok=True)
-    executed = out_dir / NOTEBOOKS[key]
+    executed = out_dir / registry.NOTEBOOKS[key]
     total = len(nbformat.read(source, as_version=4).cells) + 1  # papermill adds the injected-parameters cell
     handler = _CellProgress(key, total)
     log = logging.getLogger("papermill")
@@ -91,7 +61,8 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None) -
     log.propagate = False
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
     try:
-        papermill.execute_notebook(str(source), str(executed), parameters=params, cwd=str(notebooks_dir()),
+        papermill.execute_notebook(str(source), str(executed), parameters=params,
+                                   cwd=str(registry.notebooks_dir()),
                                    kernel_name="python3", progress_bar=False, log_output=True,
                                    execution_timeout=timeout)
         return executed, None
@@ -227,7 +198,7 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     for r in results:
         items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
         state = f"<span class='failed'>FAILED: {e(r.error or '')}</span>" if r.status == "failed" else "ok"
-        links.append(f"<li><b>{e(TITLES[r.key])}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
+        links.append(f"<li><b>{e(registry.TITLES[r.key])}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>labkit report ({e(profile)})</title>
@@ -260,19 +231,21 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
     """Run, render and index every notebook; return 0, or 1 when any notebook failed (named)."""
     if profile not in PROFILES:
         raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
-    keys = only or available()
-    unknown = [k for k in keys if k not in available()]
+    keys = only or registry.available()
+    unknown = [k for k in keys if k not in registry.available()]
     if unknown:
-        raise ParameterError(f"unknown notebook(s) {', '.join(unknown)}; allowed: {', '.join(available())}")
+        raise ParameterError(f"unknown notebook(s) {', '.join(unknown)}; "
+                             f"allowed: {', '.join(registry.available())}")
     root = Path(out_root) if out_root else reports_dir(profile)
     root.mkdir(parents=True, exist_ok=True)
     chromium = find_chromium()
     results: list[NotebookResult] = []
     started = dt.datetime.now().astimezone()
     for key in keys:
-        params = {**load_params(profile, key), "profile": profile, "output_dir": str((root / key).resolve())}
+        params = {**registry.load_params(profile, key), "profile": profile,
+                  "output_dir": str((root / key).resolve())}
         (root / key / "metrics.json").unlink(missing_ok=True)  # never show a stale result for a failed run
-        print(f"[{key}] running {NOTEBOOKS[key]} (profile {profile})", flush=True)
+        print(f"[{key}] running {registry.NOTEBOOKS[key]} (profile {profile})", flush=True)
         t = time.perf_counter()
         executed, error = execute(key, root / key, params, timeout)
         r = NotebookResult(key, "failed" if error else "ok", error, time.perf_counter() - t)

@@ -17,7 +17,7 @@ import yaml
 
 from labkit.params import ParameterError
 from labkit.paths import atomic_write_text, reports_dir
-from labkit.report import NOTEBOOKS, available, check_names, load_params, notebooks_dir
+from labkit import notebooks as registry
 
 
 def parse_value(text: str):
@@ -66,8 +66,9 @@ def _run_point(i: int, key: str, params: dict, out_dir: Path, jobs: int, timeout
         gpus = _gpus()
         if len(gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-    cmd = [sys.executable, "-m", "papermill", str(notebooks_dir() / NOTEBOOKS[key]), str(out_dir / NOTEBOOKS[key]),
-           "-f", str(params_file), "--cwd", str(notebooks_dir()), "-k", "python3", "--no-progress-bar"]
+    name = registry.NOTEBOOKS[key]
+    cmd = [sys.executable, "-m", "papermill", str(registry.notebooks_dir() / name), str(out_dir / name),
+           "-f", str(params_file), "--cwd", str(registry.notebooks_dir()), "-k", "python3", "--no-progress-bar"]
     if timeout:
         cmd += ["--execution-timeout", str(timeout)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -80,18 +81,19 @@ def _run_point(i: int, key: str, params: dict, out_dir: Path, jobs: int, timeout
 def sweep(key: str, grid: dict[str, list], profile: str = "demo", seeds: int = 1, jobs: int = 1,
           timeout: int | None = None, out_root: Path | None = None) -> pd.DataFrame:
     """Run the grid; return one row per (point, run) and write sweep.csv, comparison.csv, comparison.png."""
-    if key not in available():
-        raise ParameterError(f"notebook {key!r} is not allowed; allowed: {', '.join(available())}")
+    if key not in registry.available():
+        raise ParameterError(f"notebook {key!r} is not allowed; allowed: {', '.join(registry.available())}")
     if not grid:
         raise ParameterError("a sweep needs at least one -p NAME VALUE [VALUE ...]")
-    base = load_params(profile, key)
+    base = registry.load_params(profile, key)
     points = grid_points(grid, seeds)
     root = Path(out_root) if out_root else reports_dir(profile) / "sweeps" / key
     jobs_list = []
     for p in points:
         out_dir = root / point_name(p)
         params = {**base, **p, "profile": profile, "output_dir": str(out_dir.resolve())}
-        check_names(notebooks_dir() / NOTEBOOKS[key], params)  # every point is checked before any runs
+        # every point is checked before any runs
+        registry.check_names(registry.notebooks_dir() / registry.NOTEBOOKS[key], params)
         jobs_list.append((p, out_dir, params))
     print(f"sweep {key}: {len(points)} point(s), {jobs} at a time -> {root}", flush=True)
 

@@ -5,7 +5,7 @@ import torch
 
 from labkit import q3_optimizers as q3
 from labkit.experiments import Outcome, Runner
-from labkit.report import NOTEBOOKS
+from labkit.notebooks import NOTEBOOKS
 
 Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "adam_bs64", "shuffled", "sorted",
            "full_batch", "adam_b1_0.0_b2_0.0", "adam_b1_0.5_b2_0.999", "adam_b1_0.9_b2_0.99",

@@ -6,15 +6,16 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from labkit import notebooks as registry
 from labkit import report
-from labkit.report import available
+from labkit.notebooks import NOTEBOOKS, available
 
 
 def test_smoke_report_produces_every_page(smoke_report, chromium):
     root, code = smoke_report
     assert code == 0
     for key in available():
-        stem = report.NOTEBOOKS[key].removesuffix(".ipynb")
+        stem = NOTEBOOKS[key].removesuffix(".ipynb")
         for suffix in (".ipynb", ".html", ".report.html", ".pdf"):
             assert (root / key / f"{stem}{suffix}").stat().st_size > 0, (key, suffix)
         assert (root / key / "metrics.json").exists()
@@ -57,7 +58,7 @@ def test_pages_load_offline_in_chromium(smoke_report, chromium):
         finally:
             browser.close()
     index_links = _index_links(root)
-    assert {f"{k}/{report.NOTEBOOKS[k].removesuffix('.ipynb')}.pdf" for k in available()} <= index_links
+    assert {f"{k}/{NOTEBOOKS[k].removesuffix('.ipynb')}.pdf" for k in available()} <= index_links
 
 
 def _index_links(root: Path) -> set[str]:
@@ -97,8 +98,8 @@ def tiny_project(tmp_path, monkeypatch):
     for key in ("good", "bad"):
         (tmp_path / "notebooks" / "params" / "smoke" / f"{key}.yaml").write_text("profile: smoke\n")
     monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
-    monkeypatch.setattr(report, "NOTEBOOKS", {"bad": "bad.ipynb", "good": "good.ipynb"})
-    monkeypatch.setattr(report, "TITLES", {"bad": "Bad", "good": "Good"})
+    monkeypatch.setattr(registry, "NOTEBOOKS", {"bad": "bad.ipynb", "good": "good.ipynb"})
+    monkeypatch.setattr(registry, "TITLES", {"bad": "Bad", "good": "Good"})
     return tmp_path
 
 

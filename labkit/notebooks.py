@@ -1,0 +1,41 @@
+"""The notebook registry: which notebooks exist, their titles, their per-profile parameter files, and
+the check that refuses parameters a notebook does not declare. The report and the sweeps share it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from labkit.params import PROFILES, ParameterError
+from labkit.paths import project_root
+
+NOTEBOOKS = {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
+             "q3": "q3_dogs_vs_cats_optimizers.ipynb"}
+TITLES = {"q1": "Q1 · STL-10 transfer learning (ResNet-50)", "q2": "Q2 · Tiny ImageNet losses (ResNet-18)",
+          "q3": "Q3 · Dogs vs Cats optimizers (small CNN)"}
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def available() -> list[str]:
+    return [k for k, name in NOTEBOOKS.items() if (notebooks_dir() / name).exists()]
+
+
+def load_params(profile: str, key: str) -> dict:
+    """The flat parameter file ``notebooks/params/<profile>/<key>.yaml`` (as ``papermill -f`` reads it)."""
+    path = notebooks_dir() / "params" / profile / f"{key}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no parameter file {path}; profiles: {', '.join(PROFILES)}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def check_names(notebook: Path, params: dict) -> None:
+    """Refuse parameters the notebook does not declare, before anything runs (papermill only warns)."""
+    import papermill
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise ParameterError(f"{notebook.name}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed: {', '.join(sorted(declared))}")
