@@ -17,7 +17,8 @@ from labkit.data import Batches, load_dogs_vs_cats, load_stl10
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from labkit.data.synthetic import render_many, write_stl10
 from labkit.models import SmallCNN
-from labkit.train import fit, make_optimizer
+from labkit.optim import make_optimizer
+from labkit.train import fit
 
 
 def _interleaved(fns: dict, repeats: int) -> dict:
@@ -155,8 +156,9 @@ def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, ep
     if not folder.exists():
         _photo_jpegs(folder, per_class)
     files, labels = dogs_vs_cats_files(folder)
-    settings = {"optimizer": "adam", "batch_size": batch_size, "lr": 1e-3, "momentum": 0.0, "betas": [0.9, 0.999],
-                "epochs": epochs, "order": "shuffle"}
+    from labkit.runs import Run
+    run = Run("bench_adam", {**q3.RUN_DEFAULTS, "batch_size": batch_size, "lr": 1e-3, "epochs": epochs,
+                             "gradient_flow_every": 5}, 0)
     to_tensor = T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
     class PlainDataset(torch.utils.data.Dataset):
@@ -176,10 +178,9 @@ def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, ep
     def ours():
         for f in cache_dir("datasets").glob("dogs_vs_cats-*.pt"):
             f.unlink()  # cold: decoding the JPEGs is part of labkit's time
-        s = splits()
-        out = q3.train_and_test("bench_adam", settings, s, 0, torch.device("cpu"), 5,
-                                {"split_seed": 0, "bench": time.time()})  # a new key: never resume
-        return out.accuracy
+        for f in cache_dir("checkpoints").glob("q3-bench_adam-*.pt"):
+            f.unlink()  # never resume: every repeat trains from scratch
+        return q3.train_and_test(run, splits(), torch.device("cpu")).accuracy
 
     def plain():
         s = splits_for_plain

@@ -1,8 +1,9 @@
-"""What every notebook does with its runs: train (once per distinct setting), evaluate the test set
-once, record to metrics.json, and summarise across seeds beside the original report's numbers."""
+"""What every notebook does with its runs: train (once per distinct setting and seed), evaluate the test
+set once, record to metrics.json, and summarise across seeds beside the original report's numbers."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,9 @@ import pandas as pd
 from labkit import metrics
 from labkit.reference import reference_accuracy
 from labkit.results import Results, run_status
-from labkit.train import History, run_key
+from labkit.runs import Run, run_key
+from labkit.text import is_number, percent
+from labkit.train import History
 
 
 @dataclass
@@ -38,18 +41,22 @@ class Outcome:
 
 
 class Runner:
-    """Runs each distinct setting once: two run names with equal settings share one training
-    (``settings`` excludes the name), and the second is recorded under its own name too."""
+    """Trains and tests runs with ``train_and_test(run) -> Outcome``, each distinct (settings, seed) once:
+    two run names with equal settings share one training and each is recorded under its own name."""
 
-    def __init__(self):
+    def __init__(self, train_and_test: Callable[[Run], Outcome]):
+        self.train_and_test = train_and_test
         self._done: dict[str, Outcome] = {}
 
-    def run(self, name: str, settings: dict, seed: int, train_fn) -> Outcome:
-        key = run_key({**settings, "seed": seed})
+    def __call__(self, runs: dict[str, list[Run]]) -> dict[str, list[Outcome]]:
+        return {name: [self.one(run) for run in per_seed] for name, per_seed in runs.items()}
+
+    def one(self, run: Run) -> Outcome:
+        key = run_key("", run.settings, run.seed)
         if key not in self._done:
-            self._done[key] = train_fn()
+            self._done[key] = self.train_and_test(run)
         done = self._done[key]
-        return Outcome(name, settings, seed, done.history, done.y_true, done.y_pred, dict(done.extra),
+        return Outcome(run.name, run.settings, run.seed, done.history, done.y_true, done.y_pred, dict(done.extra),
                        done.artifacts)
 
 
@@ -75,12 +82,14 @@ def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float) 
 
 def record(results: Results, table: pd.DataFrame) -> None:
     """Write every summarised run into metrics.json."""
+    def value(v):
+        return float(v) if is_number(v) else None
+
     for name, row in table.iterrows():
-        extra = {k: (None if pd.isna(v) else float(v)) for k, v in row.items()
+        extra = {k: value(v) for k, v in row.items()
                  if k not in ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original")}
-        results.add_run(name, None if pd.isna(row["accuracy"]) else float(row["accuracy"]), status=row["status"],
-                        accuracy_ci_low=None if pd.isna(row["ci_low"]) else float(row["ci_low"]),
-                        accuracy_ci_high=None if pd.isna(row["ci_high"]) else float(row["ci_high"]), **extra)
+        results.add_run(name, value(row["accuracy"]), status=row["status"], accuracy_ci_low=value(row["ci_low"]),
+                        accuracy_ci_high=value(row["ci_high"]), **extra)
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
@@ -88,11 +97,11 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=table.index)
 
     def pct(v):
-        return "" if v is None or pd.isna(v) else f"{100 * v:.2f}"
+        return percent(v, 2, sign=False)
 
     out["ours (%)"] = [pct(v) for v in table["accuracy"]]
-    out["95 % CI"] = [f"{pct(lo)}-{pct(hi)}" if lo is not None and not pd.isna(lo) else ""
-                      for lo, hi in zip(table["ci_low"], table["ci_high"])]
+    out["95 % CI"] = [f"{pct(lo)}-{pct(hi)}" if is_number(lo) else "" for lo, hi in zip(table["ci_low"],
+                                                                                        table["ci_high"])]
     if table["seeds"].max() > 1:
         out["std over seeds"] = [pct(v) for v in table["std_over_seeds"]]
     out["original report (%)"] = [pct(v) for v in table["original"]]
@@ -103,7 +112,7 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
 
 def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str]) -> pd.DataFrame:
     """Pairwise: is the difference between two runs within noise? McNemar's exact test on the
-    first seed's test predictions (paired, same test set), alpha = 0.05."""
+    first seed's test predictions (paired, same test set), at ``metrics.SIGNIFICANCE``."""
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -112,5 +121,5 @@ def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str]) -> pd.D
                 continue
             p = metrics.mcnemar(oa.y_true, oa.y_pred, ob.y_pred)
             rows.append({"run A": a, "run B": b, "accuracy A": oa.accuracy, "accuracy B": ob.accuracy,
-                         "McNemar p": p, "verdict": "within noise" if p >= 0.05 else "real difference"})
+                         "McNemar p": p, "verdict": metrics.verdict(p)})
     return pd.DataFrame(rows)

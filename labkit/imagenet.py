@@ -13,7 +13,7 @@ to ``other``. Choices worth knowing:
 """
 from __future__ import annotations
 
-STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+from labkit.data.loaders import STL10_CLASSES
 
 IMAGENET_TO_STL10_CLASS: dict[str, list[int]] = {
     "airplane": [404, 895],

@@ -1,8 +1,66 @@
-"""Loss terms beyond cross-entropy."""
+"""Training losses as terms of one objective: cross-entropy, triplet (pytorch-metric-learning) and center
+loss, and the model output they share (logits and the embedding they are computed from)."""
 from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+ModelOutput = namedtuple("ModelOutput", ["logits", "embedding"])
+LOSSES = ("ce", "ce_triplet", "ce_center")
+MINERS = ("batch_hard", "semihard", "all")
+
+
+def as_output(out) -> ModelOutput:
+    """Models may return plain logits or ``ModelOutput(logits, embedding)``."""
+    return out if isinstance(out, ModelOutput) else ModelOutput(out, None)
+
+
+@dataclass
+class LossTerm:
+    """One term of the training loss: ``weight * fn(output, labels)``.
+
+    A term may own state (``module``, checkpointed with the model), its own
+    ``optimizer`` (stepped after the model's), and an ``after_update`` hook
+    (e.g. center loss's center update, which does not go through an optimizer).
+    """
+
+    name: str
+    fn: Callable[[ModelOutput, torch.Tensor], torch.Tensor]
+    weight: float = 1.0
+    module: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    after_update: Callable[[ModelOutput, torch.Tensor], None] | None = None
+
+
+def cross_entropy_term(weight: float = 1.0) -> LossTerm:
+    return LossTerm("cross_entropy", lambda out, y: F.cross_entropy(out.logits, y), weight)
+
+
+def triplet_term(weight: float, margin: float, miner: str) -> LossTerm:
+    """Triplet margin loss on the L2-normalised embedding (pytorch-metric-learning), with a miner."""
+    from pytorch_metric_learning import losses, miners
+    if miner not in MINERS:
+        raise ValueError(f"miner={miner!r} is not allowed; allowed: {', '.join(MINERS)}")
+    loss_fn = losses.TripletMarginLoss(margin=margin)
+    mine = {"batch_hard": miners.BatchHardMiner(), "semihard": miners.TripletMarginMiner(margin, "semihard"),
+            "all": None}[miner]
+
+    def fn(out, y):
+        emb = F.normalize(out.embedding.float(), dim=1)
+        return loss_fn(emb, y, mine(emb, y) if mine is not None else None)
+
+    return LossTerm("triplet", fn, weight)
+
+
+def center_term(weight: float, num_classes: int, dim: int, alpha: float, device) -> LossTerm:
+    center = CenterLoss(num_classes, dim, alpha).to(device)
+    return LossTerm("center", lambda out, y: center(out.embedding, y), weight, module=center,
+                    after_update=lambda out, y: center.update_centers(out.embedding, y))
 
 
 class CenterLoss(nn.Module):

@@ -10,6 +10,9 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
+# The significance level of every paired comparison the notebooks print.
+SIGNIFICANCE = 0.05
+
 
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
@@ -109,7 +112,12 @@ def mcnemar(y_true, pred_a, pred_b) -> float:
     return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
 
 
-def within_noise(y_true, pred_a, pred_b, alpha: float = 0.05) -> bool:
+def verdict(p: float, alpha: float = SIGNIFICANCE) -> str:
+    """"within noise" or "real difference" for a test's p-value."""
+    return "within noise" if p >= alpha else "real difference"
+
+
+def within_noise(y_true, pred_a, pred_b, alpha: float = SIGNIFICANCE) -> bool:
     """True when the two runs' accuracies differ by no more than chance would explain (McNemar, ``alpha``)."""
     return mcnemar(y_true, pred_a, pred_b) >= alpha
 

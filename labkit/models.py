@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import urllib.error
-from collections import namedtuple
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torchvision
 
-ModelOutput = namedtuple("ModelOutput", ["logits", "embedding"])
+from labkit.losses import ModelOutput
+
 RESNET_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 ARCHS = ("resnet18", "resnet50")
 # The ImageNet weights the original report would have used with `pretrained=True`.

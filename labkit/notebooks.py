@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from labkit.params import PROFILES, ParameterError
+from labkit.params import PROFILES, unknown_parameters
 from labkit.paths import project_root
 
 NOTEBOOKS = {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
@@ -35,7 +35,21 @@ def check_names(notebook: Path, params: dict) -> None:
     """Refuse parameters the notebook does not declare, before anything runs (papermill only warns)."""
     import papermill
     declared = set(papermill.inspect_notebook(str(notebook)))
-    unknown = sorted(set(params) - declared)
+    unknown = set(params) - declared
     if unknown:
-        raise ParameterError(f"{notebook.name}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(sorted(declared))}")
+        raise unknown_parameters(unknown, declared, f"{notebook.name}: ")
+
+
+def default_parameters(key: str, profile: str | None = None) -> dict:
+    """A notebook's parameters as it would run them: its parameters cell (the demo values), with the
+    profile's file over them. Lets code outside a kernel (tests, benchmarks, the device check) call the
+    question modules with exactly the notebook's settings."""
+    import json
+    cells = json.loads((notebooks_dir() / NOTEBOOKS[key]).read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec(compile(source, f"{NOTEBOOKS[key]}:parameters", "exec"), namespace)  # the project's own cell
+    values = {k: v for k, v in namespace.items() if not k.startswith("__") and k != "Optional"}
+    if profile is not None:
+        values.update(load_params(profile, key))
+    return values

@@ -72,7 +72,9 @@ COMMON = {
     "batch_size": Spec(int, min=1),
     "lr": Spec(float, min=0.0),
     "epochs": Spec(int, min=0),
-    "seed": Spec(int, min=0),
+    "seed": Spec(int, min=0, note="the data split's seed"),
+    "seeds": Spec(list, note="training seeds, e.g. [0] or [0, 1, 2]: each run is repeated once per seed"),
+    "val_fraction": Spec(float, min=0.01, max=0.99),
     "device": Spec(str, note="'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps'"),
 }
 
@@ -83,10 +85,9 @@ def validate(params: dict, specs: dict[str, Spec], notebook: str) -> dict:
     Unknown names are errors too (a typo in a sweep would otherwise be silently ignored).
     """
     all_specs = {**COMMON, **specs}
-    unknown = sorted(set(params) - set(all_specs))
+    unknown = set(params) - set(all_specs)
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(sorted(all_specs))}")
+        raise unknown_parameters(unknown, all_specs)
     resolved = {name: spec.check(name, params[name]) for name, spec in all_specs.items() if name in params}
     if "weights" in resolved:
         w = resolved["weights"]
@@ -97,10 +98,61 @@ def validate(params: dict, specs: dict[str, Spec], notebook: str) -> dict:
     return resolved
 
 
+def unknown_parameters(unknown, allowed, where: str = "") -> ParameterError:
+    """The one error for names a notebook does not declare, whoever injected them (the report, a sweep,
+    plain papermill or a line typed into the parameters cell)."""
+    return ParameterError(f"{where}unknown parameter(s) {', '.join(map(repr, sorted(unknown)))}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
+
+
+def from_notebook(namespace: dict, specs: dict[str, Spec], notebook: str) -> dict:
+    """A notebook's parameters, read from its namespace and validated (:func:`validate`).
+
+    Names assigned in the parameters cell, or in the cell papermill injects after it, that the notebook
+    does not declare are refused here, in the notebook's first cell: plain papermill only warns about
+    them, and the notebook would otherwise run with the defaults and say nothing.
+    """
+    declared = {**COMMON, **specs}
+    values = {name: namespace[name] for name in declared if name in namespace}
+    values.update({name: namespace.get(name) for name in _assigned_in_parameter_cells(namespace)})
+    return validate(values, specs, notebook)
+
+
+def _assigned_in_parameter_cells(namespace: dict) -> set[str]:
+    """The names assigned by the cells run just before this one, back to the parameters cell: IPython keeps
+    every executed cell's source in ``In``. Only cells made of plain assignments count, so an ordinary
+    code cell run in between is never taken for parameters. Empty outside IPython."""
+    import ast
+    sources = namespace.get("In")
+    names: set[str] = set()
+    if not isinstance(sources, list):
+        return names
+    for source in reversed(sources[:-1]):
+        try:
+            body = ast.parse(source).body
+        except SyntaxError:
+            break
+        targets = []
+        for stmt in body:
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                targets.append(stmt.target.id)
+            elif isinstance(stmt, ast.Assign) and all(isinstance(t, ast.Name) for t in stmt.targets):
+                targets += [t.id for t in stmt.targets]
+            elif not isinstance(stmt, (ast.Import, ast.ImportFrom)) and not (
+                    isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)):
+                return names  # an ordinary code cell: the parameter cells end here
+        if not body:
+            continue
+        names.update(targets)
+        if any(isinstance(stmt, ast.AnnAssign) for stmt in body):
+            break  # the annotated parameters cell is the first of them
+    return names
+
+
 def validate_runs(runs: list, specs: dict[str, Spec], name: str = "runs") -> list[dict]:
-    """Validate a list of run dicts (each with a unique ``name``) against ``specs``."""
-    if not isinstance(runs, list) or not runs:
-        raise ParameterError(f"parameter {name!r} must be a non-empty list of runs (dicts with a 'name')")
+    """Validate a list of run dicts (each with a unique ``name``) against ``specs``; an empty list is allowed."""
+    if not isinstance(runs, list):
+        raise ParameterError(f"parameter {name!r} must be a list of runs (dicts with a 'name'; [] skips them)")
     seen, out = set(), []
     for i, run in enumerate(runs):
         if not isinstance(run, dict) or not isinstance(run.get("name"), str):

@@ -14,47 +14,102 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from labkit import standin
-from labkit.data import Batches, ImageSet, load_stl10, stratified_split
+from labkit import metrics, standin
+from labkit.data import Batches, ImageSet, STL10_CLASSES, load_stl10, stratified_split
 from labkit.data.synthetic import ensure_synthetic
+from labkit.device import seed_everything
+from labkit.experiments import Outcome
 from labkit.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
-from labkit.params import Spec
-from labkit.paths import atomic_write_bytes, cache_dir, real_data_dir
-from labkit.train import checkpoint_path, fit, make_optimizer, predict
+from labkit.optim import OPTIMIZERS, make_optimizer
+from labkit.params import ParameterError, Spec, from_notebook
+from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.train import fit, predict
 
-PARAM_SPECS = {
-    "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-50 state-dict file"),
-    "arch": Spec(str, ("resnet50", "resnet18")),
-    "synthetic_train_per_class": Spec(int, min=2),
-    "synthetic_test_per_class": Spec(int, min=1),
-    "val_fraction": Spec(float, min=0.01, max=0.99),
+# What a run may set; anything it does not set comes from the notebook's parameter of the same name.
+RUN_SPECS = {
     "feature_layer": Spec(str, ("avgpool", "fc")),
     "svm_kernel": Spec(str, ("linear", "rbf")),
     "svm_c": Spec(float, min=1e-6),
     "freeze_until": Spec(str, RESNET_STAGES),
     "hidden_units": Spec(int, min=0, note="0: a single linear layer as the new head"),
     "dropout": Spec(float, min=0.0, max=0.9),
-    "optimizer": Spec(str, ("sgd", "adam")),
+    "optimizer": Spec(str, OPTIMIZERS),
+    "lr": Spec(float, min=0.0),
+    "batch_size": Spec(int, min=1),
+    "epochs": Spec(int, min=1),
     "augment": Spec(bool),
+    "val_fraction": Spec(float, min=0.01, max=0.99),
 }
+PARAM_SPECS = {
+    "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-50 state-dict file"),
+    "arch": Spec(str, ("resnet50", "resnet18")),
+    "synthetic_train_per_class": Spec(int, min=2),
+    "synthetic_test_per_class": Spec(int, min=1),
+    **{k: v for k, v in RUN_SPECS.items() if k not in ("lr", "batch_size", "epochs", "val_fraction")},
+    "runs": Spec(list, note="names: svm, zero_shot, zero_shot_restricted, finetune"),
+}
+# Each method (a run's name) and the settings it uses: its checkpoint and feature keys hold only these.
+BACKBONE = ["weights", "arch", "image_size"]
+METHODS = {
+    "svm": BACKBONE + ["feature_layer", "svm_kernel", "svm_c"],
+    "zero_shot": BACKBONE,
+    "zero_shot_restricted": BACKBONE,
+    "finetune": BACKBONE + ["freeze_until", "hidden_units", "dropout", "optimizer", "lr", "batch_size", "epochs",
+                            "augment", "val_fraction"],
+}
+DETERMINISTIC = ("svm", "zero_shot", "zero_shot_restricted")  # no training seed: one run whatever `seeds` holds
 OTHER = "other"
+OTHER_INDEX = len(STL10_CLASSES)  # the zero-shot rule's extra class
+
+
+def parameters(namespace: dict) -> dict:
+    """The notebook's parameters, validated (unknown names refused)."""
+    return from_notebook(namespace, PARAM_SPECS, "q1")
+
+
+def plan(P: dict) -> dict[str, list[Run]]:
+    """The runs, resolved: method name -> its Runs (one per training seed for fine-tuning, one otherwise)."""
+    for i, run in enumerate(P["runs"]):
+        name = run.get("name") if isinstance(run, dict) else None
+        if name not in METHODS:
+            raise ParameterError(f"runs[{i}]: name={name!r} is not allowed; allowed: {', '.join(METHODS)}")
+        extra = sorted(set(run) - {"name"} - set(METHODS[name]))
+        if extra:
+            raise ParameterError(f"runs[{i}] ({name}): key(s) {', '.join(map(repr, extra))} do not apply to "
+                                 f"{name}; allowed: {', '.join(k for k in METHODS[name] if k in RUN_SPECS)}")
+    defaults = {k: P[k] for keys in METHODS.values() for k in keys}
+    # the method is a setting too: the two zero-shot rules share every other setting but are not one run
+    runs = resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], keys_for=METHODS.__getitem__,
+                        check=lambda name, settings: {"method": name, **settings})
+    return {name: per_seed[:1] if name in DETERMINISTIC else per_seed for name, per_seed in runs.items()}
+
+
+def select(runs: dict[str, list[Run]], *names: str) -> dict[str, list[Run]]:
+    """The planned runs of one part of the notebook (empty when the part is skipped)."""
+    return {name: per_seed for name, per_seed in runs.items() if name in names}
 
 
 @dataclass
 class Data:
-    train: ImageSet
+    train: ImageSet  # all training images: the SVM's; fine-tuning carves its validation split from them
     test: ImageSet
     source: str
+    split_seed: int
+    key: str  # the identity of the images and the split seed, part of every run's checkpoint key
 
 
-def load_data(data_source: str, data_dir: str | None, train_per_class: int, test_per_class: int) -> Data:
+def load_data(data_source: str, data_dir: str | None, train_per_class: int, test_per_class: int,
+              seed: int = 0) -> Data:
     if data_source == "synthetic":
         root = Path(data_dir) if data_dir else ensure_synthetic("stl10", train_per_class=train_per_class,
                                                                 test_per_class=test_per_class, seed=0)
     else:
         root = Path(data_dir) if data_dir else real_data_dir("stl10")
-    return Data(load_stl10(root, "train"), load_stl10(root, "test"), str(root))
+    train, test = load_stl10(root, "train"), load_stl10(root, "test")
+    key = data_identity(train.images, train.labels, test.images, test.labels, seed)
+    return Data(train, test, str(root), seed, key)
 
 
 def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, int], str]:
@@ -85,7 +140,8 @@ def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, de
     inference pass (autocast on CUDA), cached under ``data/cache/features/`` keyed by the weights,
     the image size and the images themselves, so re-running with other SVM settings is instant."""
     digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:16]
-    key = hashlib.sha1(f"{arch}|{_weights_id(weights)}|{image_size}|{digest}|v1".encode()).hexdigest()[:20]
+    key = hashlib.sha1(f"{arch}|{_weights_id(weights)}|{image_size}|{digest}|{code_fingerprint()}".encode()
+                       ).hexdigest()[:20]
     path = cache_dir("features") / f"{arch}-{key}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
@@ -116,7 +172,8 @@ def train_svm(train_x: np.ndarray, train_y: np.ndarray, kernel: str, c: float, s
     return model.fit(train_x, train_y)
 
 
-def zero_shot(logits: torch.Tensor, mapping: dict[int, int], restricted: bool, num_classes: int = 10) -> np.ndarray:
+def zero_shot(logits: torch.Tensor, mapping: dict[int, int], restricted: bool,
+              num_classes: int = OTHER_INDEX) -> np.ndarray:
     """STL-10 predictions from source-class logits. Original rule: argmax over all source classes,
     mapped, unmapped -> ``other`` (index ``num_classes``). Restricted rule: argmax over the mapped
     source classes only (never ``other``)."""
@@ -130,55 +187,79 @@ def zero_shot(logits: torch.Tensor, mapping: dict[int, int], restricted: bool, n
     return target[logits.argmax(1)].numpy()
 
 
-def finetune(arch: str, weights: str, data: Data, *, image_size: int, hidden_units: int, dropout: float,
-             freeze_until: str, optimizer: str, lr: float, batch_size: int, epochs: int, val_fraction: float,
-             augment: bool, seed: int, device: torch.device, context: dict):
+def features(data: Data, run: Run, device: torch.device) -> tuple[dict, dict, dict[int, int], str]:
+    """The backbone's features and source logits for the training and test images (cached), with the
+    source-class map and the source's name."""
+    model, mapping, source_name = source_model(run["arch"], run["weights"])
+    feats = {split: extract(model, getattr(data, split).images, image_size=run["image_size"], device=device,
+                            weights=run["weights"], arch=run["arch"]) for split in ("train", "test")}
+    return feats["train"], feats["test"], mapping, source_name
+
+
+def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
+    """One method, named by the run: "svm", "zero_shot", "zero_shot_restricted" or "finetune"."""
+    y_test = data.test.labels.numpy()
+    method = run["method"]
+    if method == "finetune":
+        history, test = finetune(run, data, device)
+        pred = test["predictions"].numpy()
+        ok = history.status == "ok"
+        return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
+                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None})
+    train, test, mapping, source_name = features(data, run, device)
+    if method == "svm":
+        layer = run["feature_layer"]
+        svm = train_svm(train[layer].numpy(), data.train.labels.numpy(), run["svm_kernel"], run["svm_c"], run.seed)
+        pred = svm.predict(test[layer].numpy())
+        roc = metrics.roc_curves(y_test, svm.decision_function(test[layer].numpy()), data.train.classes)
+        return Outcome(run.name, run.settings, run.seed, None, y_test, pred,
+                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX),
+                              "auc_macro": roc["macro"]["auc"], "auc_micro": roc["micro"]["auc"]},
+                       artifacts={"roc": roc, "dim": test[layer].shape[1]})
+    pred = zero_shot(test["fc"], mapping, restricted=method == "zero_shot_restricted")
+    extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
+    return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,
+                   artifacts={"source_name": source_name, "mapped": len(mapping)})
+
+
+def finetune(run: Run, data: Data, device: torch.device):
     """New 10-way head on the pretrained backbone, frozen up to ``freeze_until``; curves on a validation
     split carved from train; the test set evaluated once. Returns (history, test predictions)."""
-    torch.manual_seed(seed)
-    model = classifier(resnet(arch, weights), num_classes=10, hidden=hidden_units, freeze_until=freeze_until,
-                       dropout=dropout).to(device)
-    train_idx, val_idx = stratified_split(data.train.labels.numpy(), val_fraction, seed)
+    seed_everything(run.seed)
+    model = classifier(resnet(run["arch"], run["weights"]), num_classes=OTHER_INDEX, hidden=run["hidden_units"],
+                       freeze_until=run["freeze_until"], dropout=run["dropout"]).to(device)
+    train_idx, val_idx = stratified_split(data.train.labels.numpy(), run["val_fraction"], data.split_seed)
     tr, va = data.train.subset(train_idx), data.train.subset(val_idx)
     # channels-last helps ResNet convolutions on CPUs too (about 10 % here), not only on GPUs
-    common = dict(image_size=image_size, device=device, channels_last=True)
-    opt = make_optimizer(optimizer, model.parameters(), lr, momentum=0.9 if optimizer == "sgd" else 0.0)
-    settings = dict(arch=arch, weights=_weights_id(weights), image_size=image_size, hidden=hidden_units,
-                    dropout=dropout, freeze_until=freeze_until, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                    epochs=epochs, val_fraction=val_fraction, augment=augment, seed=seed, **context)
-    history = fit(model, Batches(tr.images, tr.labels, batch_size, augment=augment, seed=seed, **common),
-                  epochs=epochs, optimizer=opt, val=Batches(va.images, va.labels, 128, order="sequential", **common),
-                  checkpoint=checkpoint_path("q1-finetune", settings), device=device, desc="fine-tune",
+    common = dict(image_size=run["image_size"], device=device, channels_last=True)
+    opt = make_optimizer(run["optimizer"], model.parameters(), run["lr"],
+                         momentum=0.9 if run["optimizer"] == "sgd" else 0.0)
+    history = fit(model, Batches(tr.images, tr.labels, run["batch_size"], augment=run["augment"], seed=run.seed,
+                                 **common),
+                  epochs=run["epochs"], optimizer=opt,
+                  val=Batches(va.images, va.labels, 128, order="sequential", **common),
+                  checkpoint=checkpoint_path("q1", run, data.key), device=device, desc="fine-tune",
                   channels_last=True)
     test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device)
     return history, test
 
 
-def conclusion(summary, svm_pred, zero_pred, ft_pred, y_test, P: dict, source_name: str) -> str:
-    """The conclusion's prose, every figure from this run's results."""
-    from labkit import metrics
-    from labkit.reference import percent
+def findings(summary, outcomes: dict) -> str:
+    """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
+    from labkit.text import is_number, percent
 
-    acc = {k: summary.loc[k, "accuracy"] for k in summary.index}
-    ranked = sorted((k for k in acc if acc[k] is not None and acc[k] == acc[k]), key=lambda k: -acc[k])
     labels = {"svm": "features + SVM", "zero_shot": "zero-shot mapping (original rule)",
               "zero_shot_restricted": "zero-shot mapping (restricted rule)", "finetune": "fine-tuning"}
-    order = " > ".join(f"{labels[k]} ({100 * acc[k]:.1f} %)" for k in ranked)
-    lines = [f"**Ranking in this run:** {order}. The original report found fine-tuned "
-             f"({percent('q1', 'finetune')}) > SVM on features ({percent('q1', 'svm')}) > zero-shot mapping "
-             f"({percent('q1', 'zero_shot')})."]
-    if acc.get("finetune") == acc.get("finetune") and acc.get("svm") == acc.get("svm") and acc.get("finetune") is not None:
-        p = metrics.mcnemar(y_test, ft_pred, svm_pred)
-        verdict = "within noise" if p >= 0.05 else "a real difference"
-        lines.append(f"Fine-tuning vs the SVM: McNemar's exact test on the same {len(y_test)} test images gives "
-                     f"p = {p:.3g}, {verdict}.")
-    other = float((zero_pred == 10).mean())
-    lines.append(f"The zero-shot rule predicts `other` for {100 * other:.1f} % of the test images: the source "
-                 f"({source_name}) has many classes outside STL-10, and every image that looks most like one "
-                 f"of them counts as an error. Restricting the argmax to mapped classes removes that failure "
-                 f"mode but not the missing deer class.")
-    if P["weights"] != "imagenet":
-        lines.append("These numbers come from **stand-in weights on synthetic data**: they show the three "
-                     "methods working end to end, not ImageNet transfer results. Run the full profile "
-                     "(`make report PROFILE=full`) for numbers comparable to the original.")
+    acc = {k: summary.loc[k, "accuracy"] for k in summary.index}
+    ranked = sorted((k for k in acc if is_number(acc[k])), key=lambda k: -acc[k])
+    lines = ["**Ranking in this run:** " + " > ".join(f"{labels[k]} ({percent(acc[k])})" for k in ranked) + "."]
+    if is_number(acc.get("finetune")) and is_number(acc.get("svm")):
+        ft, svm = outcomes["finetune"][0], outcomes["svm"][0]
+        p = metrics.mcnemar(ft.y_true, ft.y_pred, svm.y_pred)
+        lines.append(f"Fine-tuning vs the SVM: McNemar's exact test on the same {len(ft.y_true)} test images gives "
+                     f"p = {p:.3g}, {metrics.verdict(p)}.")
+    if "zero_shot" in outcomes:
+        zs = outcomes["zero_shot"][0]
+        lines.append(f"The original rule predicts `other` for {percent(zs.extra['other_rate'])} of the test images "
+                     f"({zs.artifacts['source_name']}).")
     return "\n\n".join(lines)

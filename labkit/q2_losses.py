@@ -11,35 +11,59 @@ import torch
 import torch.nn.functional as F
 
 from labkit import metrics
-from labkit.data import Batches, ImageSet, load_tiny_imagenet, stratified_split
+from labkit.data import Batches, ImageSet, decode_size, load_tiny_imagenet, stratified_split
 from labkit.data.synthetic import ensure_synthetic
+from labkit.device import seed_everything
 from labkit.experiments import Outcome
-from labkit.losses import CenterLoss
+from labkit.losses import LOSSES, MINERS, center_term, cross_entropy_term, triplet_term
 from labkit.models import classifier, resnet
-from labkit.params import Spec
+from labkit.optim import make_optimizer
+from labkit.params import ParameterError, Spec, from_notebook
 from labkit.paths import real_data_dir
-from labkit.train import LossTerm, checkpoint_path, cross_entropy_term, fit, make_optimizer, predict
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.train import fit, predict
 
-LOSSES = ("ce", "ce_triplet", "ce_center")
-MINERS = ("batch_hard", "semihard", "all")
+TINY_IMAGENET_SIZE = 64  # Tiny ImageNet's stored images are 64 x 64
+# What a run may set; anything it does not set comes from the notebook's parameter of the same name.
 RUN_SPECS = {"loss": Spec(str, LOSSES), "loss_weight": Spec(float, min=0.0), "lr": Spec(float, min=0.0),
-             "epochs": Spec(int, min=1), "batch_size": Spec(int, min=2)}
+             "epochs": Spec(int, min=1), "batch_size": Spec(int, min=2), "margin": Spec(float, min=0.0),
+             "miner": Spec(str, MINERS), "m_per_class": Spec(int, min=2),
+             "center_alpha": Spec(float, min=1e-6, max=1.0), "augment": Spec(bool)}
 PARAM_SPECS = {
     "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-18 state-dict file"),
     "num_classes": Spec(int, min=2, max=200),
     "class_order": Spec(str, ("sorted", "wnids")),
     "synthetic_train_per_class": Spec(int, min=4),
     "synthetic_val_per_class": Spec(int, min=1),
-    "val_fraction": Spec(float, min=0.01, max=0.99),
-    "margin": Spec(float, min=0.0),
-    "miner": Spec(str, MINERS),
-    "m_per_class": Spec(int, min=2),
-    "center_alpha": Spec(float, min=1e-6, max=1.0),
+    "margin": RUN_SPECS["margin"],
+    "miner": RUN_SPECS["miner"],
+    "m_per_class": RUN_SPECS["m_per_class"],
+    "center_alpha": RUN_SPECS["center_alpha"],
     "embedding_method": Spec(str, ("pca", "tsne")),
     "embedding_classes": Spec(int, min=2),
     "augment": Spec(bool),
     "runs": Spec(list),
 }
+
+
+def parameters(namespace: dict) -> dict:
+    """The notebook's parameters, validated (unknown names refused)."""
+    return from_notebook(namespace, PARAM_SPECS, "q2")
+
+
+def plan(P: dict) -> dict[str, list[Run]]:
+    """The runs, resolved: run name -> one Run per training seed."""
+    defaults = {"loss": "ce", "loss_weight": 0.0, **{k: P[k] for k in (
+        "lr", "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
+        "image_size")}}
+    return resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], check=_check_run)
+
+
+def _check_run(name: str, settings: dict) -> dict:
+    if settings["loss"] == "ce_triplet" and settings["batch_size"] % settings["m_per_class"]:
+        raise ParameterError(f"run {name!r}: batch_size={settings['batch_size']} must be a multiple of "
+                             f"m_per_class={settings['m_per_class']} for the triplet run's P x K batches")
+    return settings
 
 
 @dataclass
@@ -48,6 +72,7 @@ class Data:
     val: ImageSet  # carved from train: curves
     test: ImageSet  # Tiny ImageNet's official val split: evaluated once
     source: str
+    key: str  # the identity of the three splits, part of every run's checkpoint key
 
 
 def load_data(data_source: str, data_dir: str | None, num_classes: int, class_order: str, image_size: int,
@@ -55,35 +80,16 @@ def load_data(data_source: str, data_dir: str | None, num_classes: int, class_or
     if data_source == "synthetic":
         root = Path(data_dir) if data_dir else ensure_synthetic(
             "tiny-imagenet-200", num_classes=num_classes, train_per_class=train_per_class,
-            val_per_class=val_per_class, test_images=5, image_size=64, seed=0)
+            val_per_class=val_per_class, test_images=5, image_size=TINY_IMAGENET_SIZE, seed=0)
     else:
         root = Path(data_dir) if data_dir else real_data_dir("tiny-imagenet-200")
-    # Shrink at decode (less memory); enlarge per batch on the device (224 px would not fit in memory).
-    size = image_size if image_size < 64 else None
+    size = decode_size(image_size, TINY_IMAGENET_SIZE)
     train_all = load_tiny_imagenet(root, "train", num_classes, class_order, image_size=size)
     test = load_tiny_imagenet(root, "val", num_classes, class_order, image_size=size)
     tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed)
-    return Data(train_all.subset(tr), train_all.subset(va), test, str(root))
-
-
-def _triplet_term(weight: float, margin: float, miner: str) -> LossTerm:
-    """Triplet margin loss on the L2-normalised embedding (pytorch-metric-learning), with a miner."""
-    from pytorch_metric_learning import losses, miners
-    loss_fn = losses.TripletMarginLoss(margin=margin)
-    mine = {"batch_hard": miners.BatchHardMiner(), "semihard": miners.TripletMarginMiner(margin, "semihard"),
-            "all": None}[miner]
-
-    def fn(out, y):
-        emb = F.normalize(out.embedding.float(), dim=1)
-        return loss_fn(emb, y, mine(emb, y) if mine is not None else None)
-
-    return LossTerm("triplet", fn, weight)
-
-
-def _center_term(weight: float, num_classes: int, dim: int, alpha: float, device) -> LossTerm:
-    center = CenterLoss(num_classes, dim, alpha).to(device)
-    return LossTerm("center", lambda out, y: center(out.embedding, y), weight, module=center,
-                    after_update=lambda out, y: center.update_centers(out.embedding, y))
+    train, val = train_all.subset(tr), train_all.subset(va)
+    key = data_identity(train.images, train.labels, val.labels, tr.tolist(), test.images, test.labels, test.classes)
+    return Data(train, val, test, str(root), key)
 
 
 def pk_sampler(labels: torch.Tensor, m_per_class: int, batch_size: int):
@@ -97,31 +103,31 @@ def pk_sampler(labels: torch.Tensor, m_per_class: int, batch_size: int):
         return MPerClassSampler(labels.numpy(), m_per_class, batch_size=batch_size, length_before_new_iter=length)
 
 
-def train_and_test(run: dict, data: Data, P: dict, device: torch.device, context: dict) -> Outcome:
+def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
+    """Fine-tune the pretrained ResNet-18 with the run's loss; curves on validation, the test set once."""
     num_classes = len(data.train.classes)
-    torch.manual_seed(P["seed"])
-    np.random.seed(P["seed"])  # MPerClassSampler draws from numpy
-    model = classifier(resnet("resnet18", P["weights"]), num_classes=num_classes).to(device)
+    seed_everything(run.seed)  # MPerClassSampler draws from numpy's global generator
+    model = classifier(resnet("resnet18", run["weights"]), num_classes=num_classes).to(device)
     terms = [cross_entropy_term()]
     order = "shuffle"
     if run["loss"] == "ce_triplet":
-        terms.append(_triplet_term(run["loss_weight"], P["margin"], P["miner"]))
-        order = pk_sampler(data.train.labels, P["m_per_class"], run["batch_size"])
+        terms.append(triplet_term(run["loss_weight"], run["margin"], run["miner"]))
+        order = pk_sampler(data.train.labels, run["m_per_class"], run["batch_size"])
     elif run["loss"] == "ce_center":
-        terms.append(_center_term(run["loss_weight"], num_classes, model.head.in_features, P["center_alpha"], device))
-    common = dict(image_size=P["image_size"], device=device, channels_last=device.type == "cuda")
-    train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=P["augment"],
-                    seed=P["seed"], drop_last=run["loss"] == "ce_triplet", **common)
+        terms.append(center_term(run["loss_weight"], num_classes, model.head.in_features, run["center_alpha"],
+                                 device))
+    common = dict(image_size=run["image_size"], device=device, channels_last=device.type == "cuda")
+    train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=run["augment"],
+                    seed=run.seed, drop_last=run["loss"] == "ce_triplet", **common)
     val = Batches(data.val.images, data.val.labels, 256, order="sequential", **common)
     test = Batches(data.test.images, data.test.labels, 256, order="sequential", **common)
     opt = make_optimizer("adam", model.parameters(), run["lr"])
-    key = {**run, **{k: P[k] for k in ("weights", "margin", "miner", "m_per_class", "center_alpha", "augment",
-                                       "seed", "image_size")}, **context}
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val, loss_terms=terms,
-                  checkpoint=checkpoint_path(f"q2-{run['name']}", key), device=device, desc=run["name"])
+                  checkpoint=checkpoint_path("q2", run, data.key), device=device, desc=run.name)
     p = predict(model, test, device)
     y, pred = p["labels"].numpy(), p["predictions"].numpy()
-    out = Outcome(run["name"], run, P["seed"], history, y, pred, artifacts={"embeddings": p["embeddings"].numpy()})
+    out = Outcome(run.name, run.settings, run.seed, history, y, pred,
+                  artifacts={"embeddings": p["embeddings"].numpy()})
     if history.status == "ok":
         out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
     return out
@@ -149,19 +155,16 @@ def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
     return PCA(2, random_state=seed).fit_transform(emb)
 
 
-def conclusion(summary, outcomes: dict, P: dict) -> str:
-    """The conclusion's prose, every figure from this run's results."""
+def findings(summary, outcomes: dict) -> str:
+    """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
     from labkit.experiments import noise_verdicts
-    from labkit.reference import percent
-
-    def fmt(name, key="accuracy"):
-        v = summary.loc[name, key] if name in summary.index and key in summary else None
-        return "n/a" if v is None or v != v else f"{100 * v:.1f} %"
+    from labkit.text import percent
 
     names = list(summary.index)
-    lines = ["**Test accuracy:** " + ", ".join(f"`{n}` {fmt(n)}" for n in names) +
+    lines = ["**Test accuracy:** " + ", ".join(f"`{n}` {percent(summary.loc[n, 'accuracy'])}" for n in names) +
              ". **Retrieval (precision@1 / MAP@R):** " +
-             ", ".join(f"`{n}` {fmt(n, 'precision_at_1')} / {fmt(n, 'map_at_r')}" for n in names) + "."]
+             ", ".join(f"`{n}` {percent(summary.loc[n].get('precision_at_1'))} / "
+                       f"{percent(summary.loc[n].get('map_at_r'))}" for n in names) + "."]
     flagged = [n for n in names if summary.loc[n, "status"] != "ok"]
     if flagged:
         lines.append("Flagged runs: " + ", ".join(f"`{n}` ({summary.loc[n, 'status']})" for n in flagged) + ".")
@@ -170,13 +173,4 @@ def conclusion(summary, outcomes: dict, P: dict) -> str:
         lines.append("Pairwise (McNemar's exact test on the same test images): " + "; ".join(
             f"{a} vs {b}: {v} (p = {p:.3g})" for a, b, v, p in
             zip(verdicts["run A"], verdicts["run B"], verdicts["verdict"], verdicts["McNemar p"])) + ".")
-    lines.append(f"The original report found cross-entropy best ({percent('q2', 'ce')}), center loss close "
-                 f"({percent('q2', 'ce_center')}) and triplet loss clearly worse ({percent('q2', 'ce_triplet')}, "
-                 "trained at a 10x higher learning rate, which confounds the comparison). Cross-entropy alone optimises exactly what accuracy measures; the center loss "
-                 "adds compactness of each class around its centre without changing the decision rule; the "
-                 "triplet loss optimises relative distances on the unit sphere, which helps retrieval more "
-                 "than a linear classifier on top.")
-    if P["weights"] != "imagenet":
-        lines.append("These numbers come from **stand-in weights on synthetic data** and show the pipeline "
-                     "working, not ImageNet transfer results; the full profile reproduces the original setting.")
     return "\n\n".join(lines)

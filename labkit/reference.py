@@ -1,11 +1,12 @@
-"""The original lab report's numbers (../shared/SEED.md), once, as data, as fractions.
+"""The original lab report's numbers, once, as data, as fractions: this module is the project's only
+copy of them (notebooks, prose and the report index all read them from here).
 
 Tables and the report show these beside our own results, always labelled as the
 original report's. ``None`` where the original gave no number.
 """
 from __future__ import annotations
 
-STL10_CLASS_ORDER = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+from labkit.data.loaders import STL10_CLASSES
 
 REFERENCE: dict[str, dict[str, dict]] = {
     "q1": {
@@ -14,8 +15,8 @@ REFERENCE: dict[str, dict[str, dict]] = {
         "zero_shot_restricted": {"accuracy": None},
         "finetune": {
             "accuracy": 0.9155,
-            "class_accuracy": dict(zip(STL10_CLASS_ORDER, [0.9697, 0.9520, 0.9715, 0.8732, 0.8834,
-                                                            0.8683, 0.9232, 0.8934, 0.9253, 0.9002])),
+            "class_accuracy": dict(zip(STL10_CLASSES, [0.9697, 0.9520, 0.9715, 0.8732, 0.8834,
+                                                       0.8683, 0.9232, 0.8934, 0.9253, 0.9002])),
         },
     },
     "q2": {
@@ -44,12 +45,6 @@ NOTES = {
     "q1": {"zero_shot": "the original's class-wise table for this run was not per-class recall"},
     "q3": {"sgd_bs1": "below chance for two balanced classes: points to divergence or a bug in the original"},
 }
-
-
-def percent(notebook: str, run: str) -> str:
-    """The original's accuracy of a run as text for prose, e.g. "91.55 %"."""
-    value = reference_accuracy(notebook, run)
-    return "n/a" if value is None else f"{100 * value:.2f} %"
 
 
 def reference_accuracy(notebook: str, run: str) -> float | None:

@@ -21,6 +21,7 @@ from labkit import notebooks as registry
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
 from labkit.reference import reference_accuracy
+from labkit.text import percent
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-get install chromium) or set "
@@ -174,8 +175,8 @@ def summary_rows(results: list[NotebookResult], written: dict[str, dict]) -> pd.
     return pd.DataFrame(rows)
 
 
-def _pct(v) -> str:
-    return "" if v is None or pd.isna(v) else f"{100 * v:.2f}"
+def _percent(v) -> str:
+    return percent(v, 2, sign=False)
 
 
 def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
@@ -187,13 +188,13 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     flags = {"diverged": "DIVERGED", "below_chance": "BELOW CHANCE", "failed": "FAILED"}
     body_rows = []
     for _, row in table.iterrows():
-        ci = f"{_pct(row['ci_low'])}–{_pct(row['ci_high'])}" if row["ci_low"] is not None and not pd.isna(
+        ci = f"{_percent(row['ci_low'])}–{_percent(row['ci_high'])}" if row["ci_low"] is not None and not pd.isna(
             row["ci_low"]) else ""
         flag = flags.get(row["status"], "")
         body_rows.append(
             f"<tr class='{e(str(row['status']))}'><td>{e(row['notebook'])}</td><td>{e(row['run'])}</td>"
-            f"<td class='num'>{_pct(row['accuracy'])}</td><td class='num'>{ci}</td>"
-            f"<td class='num'>{_pct(row['original'])}</td><td>{flag}</td></tr>")
+            f"<td class='num'>{_percent(row['accuracy'])}</td><td class='num'>{ci}</td>"
+            f"<td class='num'>{_percent(row['original'])}</td><td>{flag}</td></tr>")
     links = []
     for r in results:
         items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
@@ -217,7 +218,7 @@ tr.diverged td, tr.below_chance td, tr.failed td, .failed {{ color: #b00020; fon
 <h2>Summary</h2>
 <table><tr><th>notebook</th><th>run</th><th>ours: test accuracy (%)</th><th>95 % CI</th>
 <th>original report (%)</th><th>flag</th></tr>{''.join(body_rows)}</table>
-<p class='note'>“Original report” numbers are the lab report's own (see SEED.md), shown for comparison; ours come
+<p class='note'>“Original report” numbers are the lab report's own (kept in labkit.reference), shown for comparison; ours come
 from this run's metrics.json files. With stand-in weights (demo and smoke profiles) numbers show the methods
 working on synthetic data and are not comparable to ImageNet results.</p>
 </body></html>

@@ -1,4 +1,4 @@
-"""Results as data: metrics.json (the DESIGN contract), figures and CSV tables in ``output_dir``."""
+"""Results as data: metrics.json (the contract in the README), figures and CSV tables in ``output_dir``."""
 from __future__ import annotations
 
 import datetime as dt

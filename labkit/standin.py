@@ -20,7 +20,7 @@ import torchvision
 
 from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, TINY_IMAGENET_FIRST_PROTOTYPE, render_many
-from labkit.paths import atomic_write_bytes, cache_dir
+from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint
 
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
 SOURCE_PROTOTYPES = 20
@@ -55,7 +55,8 @@ def source_to_tiny_imagenet(num_classes: int) -> dict[int, int]:
 
 def standin_weights(arch: str, progress: bool = False) -> dict:
     """``{"state_dict", "classes", "settings"}`` of the stand-in ``arch``, trained once and cached."""
-    key = f"{arch}-" + "-".join(f"{k}{v}" for k, v in SETTINGS.items())
+    # the code fingerprint too: a change to the renderer or the training loop retrains the stand-in
+    key = f"{arch}-" + "-".join(f"{k}{v}" for k, v in SETTINGS.items()) + f"-{code_fingerprint()}"
     path = cache_dir("standin") / f"{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -68,7 +69,8 @@ def standin_weights(arch: str, progress: bool = False) -> dict:
 
 def _pretrain(arch: str, progress: bool) -> dict:
     from labkit.data.batches import Batches
-    from labkit.train import fit, make_optimizer
+    from labkit.optim import make_optimizer
+    from labkit.train import fit
 
     s = SETTINGS
     n_source = SOURCE_PROTOTYPES * VARIANTS

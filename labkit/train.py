@@ -2,134 +2,29 @@
 
 ``fit`` trains for a number of epochs over a :class:`labkit.data.Batches`,
 records per-epoch and per-update history, evaluates a validation split after
-each epoch, checkpoints atomically after each epoch (keyed by the run's
-parameters) and resumes from the last checkpoint, and stops a run whose loss
-turns NaN or inf (status "diverged"). The test set is not its business: the
+each epoch, checkpoints atomically after each epoch (at the path that
+``labkit.runs.checkpoint_path`` derives from the run), resumes from the last
+checkpoint, and stops a run whose loss turns NaN or inf (status "diverged"). The test set is not its business: the
 notebook evaluates it once, at the end, with :func:`evaluate` / :func:`predict`.
 """
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit.models import ModelOutput
-from labkit.paths import atomic_write_bytes, cache_dir
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-
-
-# --------------------------------------------------------------------------- device and seeds
-
-def choose_device(device: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for "auto"; an explicit choice that is not available is an error."""
-    if not isinstance(device, str) or (device not in DEVICES and not device.startswith("cuda:")):
-        raise ValueError(f"device={device!r} is not allowed; allowed: {', '.join(DEVICES)} or cuda:<index>")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else (
-            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but no CUDA GPU is visible; use device='auto' or 'cpu'")
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device='mps' but MPS is not available; use device='auto' or 'cpu'")
-    return torch.device(device)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def run_key(params: dict) -> str:
-    """A short hash of a run's resolved parameters: a changed parameter never resumes a stale run."""
-    canonical = json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def checkpoint_path(name: str, params: dict) -> Path:
-    """``data/cache/checkpoints/<name>-<hash of params>.pt``."""
-    return cache_dir("checkpoints") / f"{name}-{run_key(params)}.pt"
-
-
-# --------------------------------------------------------------------------- losses
-
-@dataclass
-class LossTerm:
-    """One term of the training loss: ``weight * fn(output, labels)``.
-
-    A term may own state (``module``, checkpointed with the model), its own
-    ``optimizer`` (stepped after the model's), and an ``after_update`` hook
-    (e.g. center loss's center update, which does not go through an optimizer).
-    """
-
-    name: str
-    fn: Callable[[ModelOutput, torch.Tensor], torch.Tensor]
-    weight: float = 1.0
-    module: nn.Module | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    after_update: Callable[[ModelOutput, torch.Tensor], None] | None = None
-
-
-def cross_entropy_term(weight: float = 1.0) -> LossTerm:
-    return LossTerm("cross_entropy", lambda out, y: F.cross_entropy(out.logits, y), weight)
-
-
-def as_output(out) -> ModelOutput:
-    """Models may return plain logits or ``ModelOutput(logits, embedding)``."""
-    return out if isinstance(out, ModelOutput) else ModelOutput(out, None)
-
-
-# --------------------------------------------------------------------------- gradient flow
-
-class GradientFlow:
-    """Mean and max absolute gradient of each layer's weight, recorded every ``every`` updates.
-
-    Layers are the modules that own a trainable ``weight``, in registration order,
-    which for the models here is input to output.
-    """
-
-    def __init__(self, model: nn.Module, every: int = 1):
-        self.every = max(1, int(every))
-        self.layers = [(name, m) for name, m in model.named_modules()
-                       if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.requires_grad]
-        self.names = [name for name, _ in self.layers]
-        self.rows: list[dict] = []
-
-    def record(self, update: int) -> None:
-        if update % self.every:
-            return
-        grads = [m.weight.grad for _, m in self.layers]
-        stats = torch.stack([torch.stack([g.abs().mean(), g.abs().max()]) if g is not None
-                             else torch.zeros(2, device=grads[0].device if grads[0] is not None else "cpu")
-                             for g in grads]).float().cpu().tolist()
-        for name, (mean, mx) in zip(self.names, stats):
-            self.rows.append({"update": update, "layer": name, "mean_abs_grad": mean, "max_abs_grad": mx})
-
-    def summary(self):
-        """Per layer (input to output): the mean of the recorded means and the largest max."""
-        import pandas as pd
-        df = pd.DataFrame(self.rows)
-        if df.empty:
-            return pd.DataFrame(columns=["layer", "mean_abs_grad", "max_abs_grad"])
-        out = df.groupby("layer", sort=False).agg(mean_abs_grad=("mean_abs_grad", "mean"),
-                                                   max_abs_grad=("max_abs_grad", "max"))
-        return out.reindex(self.names).reset_index()
-
+from labkit.device import autocast
+from labkit.gradflow import GradientFlow
+from labkit.losses import LossTerm, ModelOutput, as_output, cross_entropy_term
+from labkit.paths import atomic_write_bytes
 
 # --------------------------------------------------------------------------- history
 
@@ -160,7 +55,7 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device | None = N
     device = device or next(model.parameters()).device
     model.eval()
     logits, labels, embeddings = [], [], []
-    with _autocast(device):
+    with autocast(device):
         for x, y in batches:
             out = as_output(model(x))
             logits.append(out.logits.float().cpu())
@@ -180,11 +75,6 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device | None = 
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": F.cross_entropy(p["logits"], p["labels"]).item(),
             "accuracy": (p["predictions"] == p["labels"]).float().mean().item()}
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast on CUDA only: on CPU it would slow the small models down and change numbers.
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 # --------------------------------------------------------------------------- training
@@ -227,7 +117,7 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):
-        with _autocast(device):
+        with autocast(device):
             out = as_output(model(x))
             loss = sum(t.weight * t.fn(out, y) for t in loss_terms if t.weight)
         (loss * share[i]).backward()
@@ -374,23 +264,3 @@ def _load_checkpoint(path: Path, model, optimizer, loss_terms, gradient_flow=Non
             t.optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(blob["rng"])
     return int(blob["epoch"]), History.from_dict(blob["history"])
-
-
-def make_optimizer(name: str, params, lr: float, momentum: float = 0.0, betas=(0.9, 0.999),
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """"sgd" (``momentum`` > 0 for momentum SGD) or "adam".
-
-    The fused implementations are used where the device supports them (CPU and CUDA): one kernel for
-    all parameters instead of a Python loop, e.g. 5x faster Adam steps for ResNet-50 on the CPU.
-    """
-    params = [p for p in params if p.requires_grad]
-    if name == "sgd":
-        build = lambda **kw: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **kw)
-    elif name == "adam":
-        build = lambda **kw: torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **kw)
-    else:
-        raise ValueError(f"optimizer={name!r} is not allowed; allowed: sgd, adam")
-    try:
-        return build(fused=True)
-    except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel (e.g. MPS)
-        return build()

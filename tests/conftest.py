@@ -14,21 +14,39 @@ def samples() -> Path:
     return SAMPLES
 
 
+@pytest.fixture(scope="session")
+def shared_standin(tmp_path_factory) -> Path:
+    """One stand-in weights folder for the whole session: the weights are keyed by their own settings and
+    the code fingerprint, so sharing them never serves a stale result, and each is trained once a session."""
+    return tmp_path_factory.mktemp("standin")
+
+
+def make_root(path: Path, standin: Path) -> Path:
+    """A throwaway project root: data/ and reports/ of its own, the checkout's notebooks/ linked in (the
+    notebooks and their parameter files are code, not state), the session's stand-in weights shared."""
+    (path / "notebooks").symlink_to(ROOT / "notebooks", target_is_directory=True)
+    (path / "data" / "cache").mkdir(parents=True)
+    (path / "data" / "cache" / "standin").symlink_to(standin, target_is_directory=True)
+    return path
+
+
 @pytest.fixture
-def isolated_root(tmp_path, monkeypatch) -> Path:
-    """A throwaway project root, so cache tests never touch the real data/cache."""
-    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
+def isolated_root(tmp_path, monkeypatch, shared_standin) -> Path:
+    """Tests that write data, caches, checkpoints or reports run here, never in the checkout."""
+    monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path, shared_standin)))
     return tmp_path
 
 
 @pytest.fixture(scope="session")
-def smoke_report(tmp_path_factory):
-    """One end-to-end report with the smoke profile (every notebook, HTML, PDF, index), shared by
-    the report and notebook tests so each notebook runs once per session."""
+def smoke_report(tmp_path_factory, shared_standin):
+    """One end-to-end report with the smoke profile (every notebook, HTML, PDF, index) under a throwaway root,
+    shared by the report and notebook tests so each notebook runs once per session."""
     from labkit.report import make_report
-    root = tmp_path_factory.mktemp("report-smoke")
-    code = make_report("smoke", out_root=root)
-    return root, code
+    root = make_root(tmp_path_factory.mktemp("smoke-root"), shared_standin)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_ROOT", str(root))  # the kernels inherit it
+        code = make_report("smoke")
+    return root / "reports" / "smoke", code
 
 
 @pytest.fixture

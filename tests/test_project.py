@@ -30,3 +30,77 @@ def test_notebooks_are_committed_without_outputs():
 
 def test_ci_runs_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def _labkit_imports() -> dict[str, set[str]]:
+    """Module -> the labkit modules it imports, at the top or inside functions (``ast``, nothing executed)."""
+    import ast
+    package = ROOT / "labkit"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_labkit_has_no_import_circle():
+    graph = _labkit_imports()
+    # a package's __init__ re-exporting its own submodules is not a circle through the package
+    graph = {m: {d for d in deps if not (m.startswith(d + ".") and d in graph)} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(module, path):
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(dep):] + [dep]))
+            if not state.get(dep):
+                visit(dep, path + [dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [module])
+
+
+def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
+    import pytest
+    monkeypatch.setattr("test_project._labkit_imports", lambda: {"labkit.a": {"labkit.b"}, "labkit.b": {"labkit.a"}})
+    with pytest.raises(AssertionError, match="labkit.a -> labkit.b -> labkit.a"):
+        test_labkit_has_no_import_circle()
+
+
+def test_no_module_over_400_lines():
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "labkit").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these by concern: {long}"
+
+
+def test_every_module_has_its_test_file():
+    """``tests/test_<module>.py``; the data subpackage's modules share ``tests/test_data.py`` except downloads."""
+    modules = {p.relative_to(ROOT / "labkit").with_suffix("") for p in (ROOT / "labkit").rglob("*.py")
+               if p.stem not in ("__init__", "__main__")}
+    expected = {m: f"test_{m.name}.py" if m.parent.name != "data" or m.name == "download" else "test_data.py"
+                for m in modules}
+    missing = sorted(str(m) for m, test in expected.items() if not (ROOT / "tests" / test).exists())
+    assert not missing, f"no tests/test_<module>.py for: {missing}"
+
+
+def test_no_file_points_at_files_a_user_does_not_have():
+    import re
+    pattern = re.compile(r"SEED\.md|DESIGN\.md|\.\./shared")
+    tracked = [p for p in ROOT.rglob("*") if p.is_file() and not any(
+        part in (".git", ".venv", "data", "reports", "__pycache__", ".pytest_cache") or part.endswith(".egg-info")
+        for part in p.relative_to(ROOT).parts)]
+    hits = [str(p.relative_to(ROOT)) for p in tracked
+            if p.suffix in (".py", ".md", ".yaml", ".yml", ".ipynb", ".toml", "") and p.name != "conftest.py"
+            and pattern.search(p.read_text(errors="ignore"))]
+    assert not hits, hits

@@ -5,8 +5,9 @@ import torch.nn as nn
 from labkit.data import Batches
 from labkit.data.synthetic import render_many
 from labkit.models import SmallCNN
-from labkit.train import (GradientFlow, LossTerm, checkpoint_path, choose_device, cross_entropy_term, evaluate,
-                          fit, make_optimizer, predict, run_key)
+from labkit.losses import LossTerm, cross_entropy_term
+from labkit.optim import make_optimizer
+from labkit.train import evaluate, fit, predict
 
 
 def _data(n=96, size=16):
@@ -44,26 +45,6 @@ def test_interrupted_fit_resumes_to_the_same_weights(tmp_path):
     assert len(h2.updates) == len(h1.updates) == 18
 
 
-def test_checkpoint_key_follows_parameters():
-    a = checkpoint_path("adam", {"lr": 1e-3, "epochs": 5})
-    assert a == checkpoint_path("adam", {"epochs": 5, "lr": 1e-3})  # order does not matter
-    assert a != checkpoint_path("adam", {"lr": 1e-4, "epochs": 5})
-    assert run_key({"a": 1}) != run_key({"a": 2})
-
-
-def test_changed_parameter_does_not_resume(tmp_path):
-    images, labels = _data()
-    params = {"lr": 0.05}
-    model = SmallCNN(width=4, hidden=8)
-    fit(model, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model.parameters(), 0.05),
-        checkpoint=tmp_path / f"r-{run_key(params)}.pt", progress=False)
-    changed = {"lr": 0.01}
-    model2 = SmallCNN(width=4, hidden=8)
-    h = fit(model2, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model2.parameters(), 0.01),
-            checkpoint=tmp_path / f"r-{run_key(changed)}.pt", progress=False)
-    assert h.resumed_from_epoch == 0 and len(h.epochs) == 1
-
-
 def test_divergence_guard_marks_the_run(tmp_path):
     images, labels = _data()
     model = SmallCNN(width=4, hidden=8)
@@ -93,18 +74,6 @@ def test_full_batch_accumulation_equals_one_big_batch():
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
-def test_gradient_flow_names_every_layer_in_order():
-    images, labels = _data()
-    model = SmallCNN(width=4, hidden=8)
-    flow = GradientFlow(model, every=2)
-    fit(model, Batches(images, labels, 32), epochs=2, optimizer=make_optimizer("adam", model.parameters(), 1e-3),
-        gradient_flow=flow, progress=False)
-    summary = flow.summary()
-    assert summary["layer"].tolist() == ["conv1", "bn1", "conv2", "bn2", "conv3", "linear1", "linear2"]
-    assert (summary["max_abs_grad"] >= summary["mean_abs_grad"]).all() and (summary["mean_abs_grad"] > 0).all()
-    assert sorted({r["update"] for r in flow.rows}) == [2, 4, 6]
-
-
 def test_fit_learns_and_predict_evaluate_agree():
     images, labels = _data(n=128)
     torch.manual_seed(0)
@@ -116,16 +85,6 @@ def test_fit_learns_and_predict_evaluate_agree():
     e = evaluate(model, Batches(images, labels, 64, order="sequential"))
     assert e["accuracy"] == pytest.approx((p["predictions"] == labels).float().mean().item())
     assert e["accuracy"] > 0.8
-
-
-def test_device_choice():
-    assert choose_device("cpu").type == "cpu"
-    assert choose_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda, mps"):
-        choose_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA GPU"):
-            choose_device("cuda")
 
 
 def test_extra_loss_term_with_its_own_optimizer_and_hook():

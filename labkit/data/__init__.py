@@ -3,13 +3,14 @@
 Each loader returns an :class:`ImageSet` with ``images`` (uint8 N x 3 x H x W, RGB),
 ``labels`` (int64), ``classes`` and ``skipped`` (files that could not be read).
 """
-from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD, Batches, random_crop_flip, stratified_split
+from labkit.data.batches import (IMAGENET_MEAN, IMAGENET_STD, Batches, decode_size, random_crop_flip,
+                                 stratified_split)
 from labkit.data.core import DatasetNotFoundError, ImageSet
 from labkit.data.loaders import (DOGS_VS_CATS_CLASSES, STL10_CLASSES, load_dogs_vs_cats, load_stl10,
                                  load_tiny_imagenet)
 
 __all__ = [
-    "Batches", "DatasetNotFoundError", "DOGS_VS_CATS_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSet",
+    "Batches", "DatasetNotFoundError", "decode_size", "DOGS_VS_CATS_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSet",
     "STL10_CLASSES", "load_dogs_vs_cats", "load_stl10", "load_tiny_imagenet", "random_crop_flip",
     "stratified_split",
 ]

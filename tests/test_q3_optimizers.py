@@ -1,11 +1,14 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from labkit import q3_optimizers as q3
 from labkit.experiments import Outcome, Runner
-from labkit.notebooks import NOTEBOOKS
+from labkit.notebooks import NOTEBOOKS, default_parameters
+from labkit.params import ParameterError
+from labkit.runs import Run
 
 Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "adam_bs64", "shuffled", "sorted",
            "full_batch", "adam_b1_0.0_b2_0.0", "adam_b1_0.5_b2_0.999", "adam_b1_0.9_b2_0.99",
@@ -24,28 +27,35 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     assert metrics["runs"]["adam_bs64"] == metrics["runs"]["adam"]
 
 
-def test_demo_sized_adam_beats_chance():
+def test_demo_sized_adam_beats_chance(isolated_root):
     """The demo's data and Adam settings (from the notebook's defaults) learn the synthetic task."""
+    P = q3.parameters(default_parameters("q3"))
     splits = q3.load_data("synthetic", None, 32, 400, 0.3, 0.15, 0)
     assert len(splits.data.skipped) == 3 and len(splits.test) == 240
-    runner = Runner()
-    out = q3.run_part([{"name": "adam", "optimizer": "adam"}], {"batch_size": 64, "lr": 1e-3, "epochs": 5},
-                      splits, [0], torch.device("cpu"), runner, 5, {"split_seed": 0, "test": "demo-adam"})
-    acc = out["adam"][0].accuracy
+    (run,) = q3.plan(P)["optimizers"]["adam"]
+    acc = q3.train_and_test(run, splits, torch.device("cpu")).accuracy
     assert acc > 0.65, acc  # chance is 0.5; the test split has 240 images
 
 
 def test_equal_settings_train_once():
     calls = []
-    runner = Runner()
 
-    def fake():
-        calls.append(1)
-        return Outcome("x", {}, 0, None, np.array([0]), np.array([0]))
+    def train(run):
+        calls.append(run.name)
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]))
 
-    a = runner.run("adam", {"lr": 1}, 0, fake)
-    b = runner.run("adam_bs64", {"lr": 1}, 0, fake)
-    assert len(calls) == 1 and a.name == "adam" and b.name == "adam_bs64"
+    runner = Runner(train)
+    out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
+                  "other_seed": [Run("other_seed", {"lr": 1}, 1)]})
+    assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
+
+
+def test_empty_parts_are_skipped_and_betas_checked():
+    P = q3.parameters(default_parameters("q3"))
+    planned = q3.plan({**P, "runs_batch_sizes": [], "runs_order": [], "runs_betas": []})
+    assert planned["batch_sizes"] == planned["order"] == planned["betas"] == {} and len(planned["optimizers"]) == 4
+    with pytest.raises(ParameterError, match="betas"):
+        q3.plan({**P, "runs_betas": [{"name": "bad", "betas": [0.9, 1.0]}]})
 
 
 def test_q3_notebook_is_known_to_the_report():

@@ -1,9 +1,12 @@
 import json
 
+import pytest
 import torch
 
 from labkit import q2_losses as q2
 from labkit.data import load_tiny_imagenet
+from labkit.notebooks import default_parameters
+from labkit.params import ParameterError
 
 
 def test_miner_yields_valid_triplets_on_a_pk_batch():
@@ -36,16 +39,21 @@ def test_smoke_notebook_writes_all_three_runs(smoke_report):
             assert {"macro_f1", "precision_at_1", "map_at_r"} <= set(run)
 
 
-def test_demo_sized_runs_beat_chance():
-    P = {"weights": "standin", "margin": 0.2, "miner": "batch_hard", "m_per_class": 4, "center_alpha": 0.5,
-         "augment": True, "seed": 0, "image_size": 32}
+def test_demo_sized_runs_beat_chance(isolated_root):
+    P = q2.parameters(default_parameters("q2"))
     data = q2.load_data("synthetic", None, 10, "sorted", 32, 40, 10, 0.15, 0)
-    for run in ({"name": "ce", "loss": "ce", "loss_weight": 0.0},
-                {"name": "ce_triplet", "loss": "ce_triplet", "loss_weight": 1.0},
-                {"name": "ce_center", "loss": "ce_center", "loss_weight": 0.1}):
-        out = q2.train_and_test({**run, "lr": 1e-3, "epochs": 3, "batch_size": 32}, data, P, torch.device("cpu"),
-                                {"test": "demo"})
-        assert out.accuracy is not None and out.accuracy > 0.2, (run["name"], out.accuracy)  # chance: 0.1
+    for name, (run,) in q2.plan(P).items():
+        out = q2.train_and_test(run, data, torch.device("cpu"))
+        assert out.accuracy is not None and out.accuracy > 0.2, (name, out.accuracy)  # chance: 0.1
+
+
+def test_runs_take_the_notebook_defaults_and_their_own_settings():
+    P = q2.parameters(default_parameters("q2"))
+    runs = q2.plan({**P, "seeds": [3], "runs": [{"name": "t", "loss": "ce_triplet", "margin": 0.5}]})
+    (run,) = runs["t"]
+    assert run.seed == 3 and run["margin"] == 0.5 and run["lr"] == P["lr"] and run["miner"] == P["miner"]
+    with pytest.raises(ParameterError, match="multiple of m_per_class"):
+        q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 30, "m_per_class": 4}]})
 
 
 def test_real_sample_loads_with_the_right_class_subset(samples):

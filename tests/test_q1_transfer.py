@@ -1,11 +1,14 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from labkit import q1_transfer as q1
 from labkit.imagenet import IMAGENET_TO_STL10, IMAGENET_TO_STL10_CLASS, STL10_CLASSES
 from labkit.models import imagenet_classes
+from labkit.notebooks import default_parameters
+from labkit.params import ParameterError
 
 
 def test_imagenet_mapping_spot_checks():
@@ -44,24 +47,29 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     assert "NOT ImageNet" in (root / "q1" / "q1_stl10_transfer.report.html").read_text()
 
 
-def test_demo_sized_svm_and_finetune_beat_chance():
+def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
     """Demo-sized synthetic STL-10 with the stand-in ResNet-50: both trained approaches beat chance (10 %)."""
+    P = q1.parameters(default_parameters("q1"))
     data = q1.load_data("synthetic", None, 30, 30)
-    dev = torch.device("cpu")
-    model, mapping, _ = q1.source_model("resnet50", "standin")
-    feats = {s: q1.extract(model, getattr(data, s).images, image_size=32, device=dev, weights="standin",
-                           arch="resnet50") for s in ("train", "test")}
-    svm = q1.train_svm(feats["train"]["avgpool"].numpy(), data.train.labels.numpy(), "linear", 0.1, 0)
-    y = data.test.labels.numpy()
-    svm_acc = float((svm.predict(feats["test"]["avgpool"].numpy()) == y).mean())
-    history, out = q1.finetune("resnet50", "standin", data, image_size=32, hidden_units=0, dropout=0.0,
-                               freeze_until="layer3", optimizer="adam", lr=1e-3, batch_size=32, epochs=3,
-                               val_fraction=0.15, augment=True, seed=0, device=dev, context={"test": "demo"})
-    ft_acc = float((out["predictions"].numpy() == y).mean())
-    assert svm_acc > 0.2 and ft_acc > 0.2, (svm_acc, ft_acc)  # 300 test images: chance is 0.1 +- 0.035
+    runs = q1.plan({**P, "runs": [{"name": "svm"}, {"name": "finetune"}]})
+    out = {name: q1.train_and_test(per_seed[0], data, torch.device("cpu")) for name, per_seed in runs.items()}
+    assert out["svm"].accuracy > 0.2 and out["finetune"].accuracy > 0.2, out  # 300 test images: chance 0.1 ± 0.035
 
 
-def test_features_are_cached(tmp_path):
+def test_runs_select_methods_and_refuse_what_does_not_apply():
+    P = q1.parameters(default_parameters("q1"))
+    assert list(q1.plan({**P, "runs": [{"name": "svm", "svm_c": 1.0}]})) == ["svm"]
+    assert q1.plan({**P, "runs": []}) == {}
+    planned = q1.plan({**P, "seeds": [0, 1], "runs": [{"name": "zero_shot"}, {"name": "finetune", "lr": 0.1}]})
+    assert len(planned["zero_shot"]) == 1 and len(planned["finetune"]) == 2  # deterministic methods run once
+    assert planned["finetune"][1]["lr"] == 0.1 and "svm_c" not in planned["finetune"][0].settings
+    with pytest.raises(ParameterError, match="name='knn' is not allowed"):
+        q1.plan({**P, "runs": [{"name": "knn"}]})
+    with pytest.raises(ParameterError, match="'lr' do not apply to svm"):
+        q1.plan({**P, "runs": [{"name": "svm", "lr": 0.1}]})
+
+
+def test_features_are_cached(isolated_root):
     data = q1.load_data("synthetic", None, 2, 1)
     model, _, _ = q1.source_model("resnet18", "standin")
     args = dict(image_size=32, device=torch.device("cpu"), weights="standin", arch="resnet18")

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from labkit import paths
+from labkit.data import Batches
+from labkit.data.synthetic import render_many
+from labkit.models import SmallCNN
+from labkit.optim import make_optimizer
+from labkit.params import ParameterError, Spec
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, run_key
+from labkit.train import fit
+
+SPECS = {"lr": Spec(float, min=0.0), "epochs": Spec(int, min=1)}
+
+
+def test_resolve_merges_defaults_under_each_runs_own_keys():
+    runs = resolve_runs([{"name": "a"}, {"name": "b", "lr": 0.1}], {"lr": 1e-3, "epochs": 2}, SPECS, [0, 1])
+    assert list(runs) == ["a", "b"]
+    assert runs["a"] == [Run("a", {"lr": 1e-3, "epochs": 2}, 0), Run("a", {"lr": 1e-3, "epochs": 2}, 1)]
+    assert runs["b"][0]["lr"] == 0.1 and runs["b"][0]["epochs"] == 2 and runs["b"][1].seed == 1
+
+
+def test_an_empty_list_skips_and_bad_runs_are_refused():
+    assert resolve_runs([], {"lr": 1.0}, SPECS, [0]) == {}
+    with pytest.raises(ParameterError, match=r"runs\[0\] \(a\): unknown key\(s\) 'momentum'"):
+        resolve_runs([{"name": "a", "momentum": 0.9}], {}, SPECS, [0])
+    with pytest.raises(ParameterError, match="used twice"):
+        resolve_runs([{"name": "a"}, {"name": "a"}], {"lr": 1.0, "epochs": 1}, SPECS, [0])
+    with pytest.raises(ParameterError, match="'seeds'"):
+        resolve_runs([{"name": "a"}], {"lr": 1.0, "epochs": 1}, SPECS, [])
+    with pytest.raises(ParameterError, match="repeats a seed"):
+        resolve_runs([{"name": "a"}], {"lr": 1.0, "epochs": 1}, SPECS, [1, 1])
+
+
+def test_keys_for_and_check_shape_the_settings():
+    runs = resolve_runs([{"name": "svm"}], {"lr": 1.0, "epochs": 3, "c": 0.1}, SPECS, [0],
+                        keys_for=lambda name: ["c"], check=lambda name, s: {"method": name, **s})
+    assert runs["svm"][0].settings == {"method": "svm", "c": 0.1}
+
+
+def test_run_key_follows_settings_seed_data_and_code(monkeypatch):
+    a = run_key("q3", {"lr": 1e-3, "epochs": 5}, 0, "data1")
+    assert a == run_key("q3", {"epochs": 5, "lr": 1e-3}, 0, "data1")  # order does not matter
+    assert a != run_key("q3", {"lr": 1e-4, "epochs": 5}, 0, "data1")
+    assert a != run_key("q3", {"lr": 1e-3, "epochs": 5}, 1, "data1")
+    assert a != run_key("q3", {"lr": 1e-3, "epochs": 5}, 0, "data2")
+    assert a != run_key("q2", {"lr": 1e-3, "epochs": 5}, 0, "data1")
+    monkeypatch.setattr(paths, "code_fingerprint", lambda: "changed-code")
+    monkeypatch.setattr("labkit.runs.code_fingerprint", lambda: "changed-code")
+    assert a != run_key("q3", {"lr": 1e-3, "epochs": 5}, 0, "data1")  # a code change never resumes old runs
+
+
+def test_data_identity_covers_pixels_labels_and_split():
+    images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1])
+    base = data_identity(images, labels, [0, 1])
+    changed = images.clone()
+    changed[0, 0, 0, 0] = 1
+    assert base == data_identity(images.clone(), labels.clone(), [0, 1])
+    assert base != data_identity(changed, labels, [0, 1])
+    assert base != data_identity(images, labels.flip(0), [0, 1])
+    assert base != data_identity(images, labels, [0, 2])
+
+
+def test_code_fingerprint_is_stable_and_covers_the_package():
+    assert paths.code_fingerprint() == paths.code_fingerprint() and len(paths.code_fingerprint()) == 12
+
+
+def test_changed_parameter_does_not_resume_and_same_one_does(isolated_root):
+    labels = torch.arange(64) % 2
+    images = torch.from_numpy(render_many((labels * 4 + 1).tolist(), 16, seed=1)).permute(0, 3, 1, 2).contiguous()
+
+    def train(run, epochs):
+        model = SmallCNN(width=4, hidden=8)
+        return fit(model, Batches(images, labels, 32), epochs=epochs,
+                   optimizer=make_optimizer("sgd", model.parameters(), run["lr"]),
+                   checkpoint=checkpoint_path("test", run, "data"), progress=False)
+
+    first = Run("r", {"lr": 0.05}, 0)
+    train(first, 1)
+    assert checkpoint_path("test", first, "data").parent == isolated_root / "data" / "cache" / "checkpoints"
+    assert train(Run("r", {"lr": 0.01}, 0), 1).resumed_from_epoch == 0
+    assert train(first, 2).resumed_from_epoch == 1
