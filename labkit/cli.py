@@ -10,6 +10,8 @@ import argparse
 import sys
 import urllib.error
 
+from labkit.params import ParameterError
+
 
 # The errors a user can meet and fix from their message alone, besides FileNotFoundError (a missing
 # dataset or parameter file), ConnectionError and URLError (no network, a failed download).
@@ -79,9 +81,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "data":
         from labkit.data.download import SOURCES, fetch_dataset
         names = [] if args.datasets == "none" else [d.strip() for d in args.datasets.split(",") if d.strip()]
-        for name in names:
-            if name not in SOURCES:
-                parser.error(f"unknown dataset {name!r}; allowed: {', '.join(SOURCES)}")
+        unknown = [name for name in names if name not in SOURCES]
+        if unknown:  # before any download starts
+            raise ParameterError(f"unknown dataset(s) {', '.join(map(repr, unknown))}; allowed: "
+                                 f"{', '.join(SOURCES)} or none")
         for name in names:
             print(f"{name}: fetching {SOURCES[name].url}", flush=True)
             if SOURCES[name].note:

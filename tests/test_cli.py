@@ -103,6 +103,12 @@ def test_unsafe_archive(isolated_root, monkeypatch, capsys):
     assert not list(isolated_root.rglob("escaped.txt"))
 
 
+def test_unknown_dataset(isolated_root, capsys):
+    assert cli.main(["data", "--datasets", "stl10,imagenet", "--no-weights"]) == 1
+    assert "unknown dataset(s) 'imagenet'; allowed: stl10," in one_error_line(capsys.readouterr().err)
+    assert not (isolated_root / "data").exists()  # refused before stl10 was fetched
+
+
 def test_unknown_notebook(isolated_root, capsys):
     assert cli.main(["report", "--profile", "smoke", "--only", "q9"]) == 1
     assert "unknown notebook(s) q9" in one_error_line(capsys.readouterr().err)
