@@ -162,7 +162,7 @@ def safe_extract(archive: Path, dest: Path) -> None:
 
     def refuse(name: str, why: str = "") -> UnsafeArchiveError:
         return UnsafeArchiveError(f"{archive.name}: member {name!r} {why or f'would be written outside {dest}'}; "
-                                  f"refused. The archive is not the published one: delete it and download it again.")
+                                  f"extraction refused (path-traversal protection)")
 
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
