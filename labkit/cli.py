@@ -1,29 +1,57 @@
-"""``python -m labkit <command>``: data, bench, report, sweep."""
+"""``python -m labkit <command>``: data, bench, report, sweep.
+
+An expected error (a bad parameter, profile or notebook, missing data, no network, a checksum
+mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1; ``--debug``
+shows its traceback. Anything else is a bug and keeps Python's traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
+import urllib.error
+
+from labkit.params import ParameterError
+
+
+# The errors a user can meet and fix from their message alone, besides FileNotFoundError (a missing
+# dataset or parameter file), ConnectionError and URLError (no network, a failed download).
+EXPECTED = (("labkit.params", "ParameterError"), ("labkit.data.download", "ChecksumError"),
+            ("labkit.data.download", "UnsafeArchiveError"), ("labkit.models", "WeightsUnavailableError"),
+            ("labkit.paths", "DiskSpaceError"))
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The expected error types. Looked up among the modules already imported: an error whose module
+    was never imported cannot have been raised, and importing torch to print one line takes seconds."""
+    found = tuple(getattr(sys.modules[module], name) for module, name in EXPECTED if module in sys.modules)
+    return (FileNotFoundError, ConnectionError, urllib.error.URLError) + found
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="labkit", description=__doc__)
+    parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    # --debug after the command too; SUPPRESS keeps the command's default from resetting one given before
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", help="download, verify and extract the real datasets and ImageNet weights")
+    p = sub.add_parser("data", parents=[common], help="download, verify and extract the real datasets and ImageNet weights")
     p.add_argument("--datasets", default="stl10,tiny-imagenet-200,dogs-vs-cats",
                    help="comma-separated: stl10, tiny-imagenet-200, dogs-vs-cats (or 'none')")
     p.add_argument("--no-weights", action="store_true", help="skip the ImageNet weights")
 
-    p = sub.add_parser("bench", help="benchmarks against plain baselines, printed as ratios")
+    p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
 
-    p = sub.add_parser("report", help="run every notebook, render HTML and PDF, build the index page")
+    p = sub.add_parser("report", parents=[common], help="run every notebook, render HTML and PDF, build the index page")
     p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
     p.add_argument("--only", default="", help="comma-separated notebooks, e.g. q1,q3 (default: all)")
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run (default: no limit)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<profile>)")
 
-    p = sub.add_parser("sweep", help="run a notebook over a parameter grid and compare the runs")
+    p = sub.add_parser("sweep", parents=[common], help="run a notebook over a parameter grid and compare the runs")
     p.add_argument("notebook", help="q1, q2 or q3")
     p.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a parameter and its values, e.g. -p lr 1e-3 1e-4 (repeat -p for a grid)")
@@ -34,12 +62,29 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="folder (default: reports/<profile>/sweeps/<notebook>)")
 
     args = parser.parse_args(argv)
+    try:
+        return run(parser, args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("labkit: interrupted; run the command again to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 -- only the expected ones are shortened, the rest re-raised
+        if args.debug or not isinstance(err, expected_errors()):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"labkit: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "data":
         from labkit.data.download import SOURCES, fetch_dataset
         names = [] if args.datasets == "none" else [d.strip() for d in args.datasets.split(",") if d.strip()]
-        for name in names:
-            if name not in SOURCES:
-                parser.error(f"unknown dataset {name!r}; allowed: {', '.join(SOURCES)}")
+        unknown = [name for name in names if name not in SOURCES]
+        if unknown:  # before any download starts
+            raise ParameterError(f"unknown dataset(s) {', '.join(map(repr, unknown))}; allowed: "
+                                 f"{', '.join(SOURCES)} or none")
         for name in names:
             print(f"{name}: fetching {SOURCES[name].url}", flush=True)
             if SOURCES[name].note:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -78,3 +79,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class DiskSpaceError(OSError):
+    """A file about to be written does not fit on its disk; the message gives the space needed and free."""
+
+
+def ensure_free_space(folder: Path, needed: int, what: str) -> None:
+    """Raise :class:`DiskSpaceError` when ``needed`` bytes do not fit under ``folder``: checked before
+    writing, so a full disk gives one clear error instead of a half-written file."""
+    folder = Path(folder).resolve()
+    while not folder.exists():  # not created yet: its nearest existing parent is on the same disk
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise DiskSpaceError(f"{what} needs {needed / 1e9:.2f} GB but {folder} has {free / 1e9:.2f} GB free. "
+                             f"Free some space (or point LABKIT_ROOT at a larger disk) and run the command again.")

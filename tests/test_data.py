@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import numpy as np
@@ -5,11 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from labkit.data import (Batches, DatasetNotFoundError, load_dogs_vs_cats, load_stl10, load_tiny_imagenet,
-                         stratified_split)
-from labkit.data import core
+from labkit.data import (DOGS_VS_CATS_CLASSES, STL10_CLASSES, DatasetNotFoundError, load_dogs_vs_cats, load_stl10,
+                         load_tiny_imagenet)
+from labkit.data import core, synthetic
 from labkit.data.synthetic import (tiny_imagenet_wnids, write_dogs_vs_cats, write_stl10, write_stl10_binary,
                                    write_tiny_imagenet)
+from labkit.paths import code_fingerprint
 
 
 # ----------------------------------------------------------------------------- STL-10
@@ -29,7 +31,6 @@ def test_stl10_orientation_against_real_images(samples, isolated_root):
     pngs = sorted((samples / "stl10-png").glob("*/*.png"))
     assert len(pngs) == 10
     classes = [p.parent.name for p in pngs]
-    from labkit.data import STL10_CLASSES
     labels = np.array([STL10_CLASSES.index(c) for c in classes])
     arrays = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
     folder = isolated_root / "real" / "stl10_binary"
@@ -41,6 +42,29 @@ def test_stl10_orientation_against_real_images(samples, isolated_root):
         assert torch.equal(data.images[i].permute(1, 2, 0), torch.from_numpy(arrays[i]))
     # Images are not symmetric under transposition, so a loader that forgot it would fail above.
     assert not np.array_equal(arrays[0], arrays[0].transpose(1, 0, 2))
+
+
+def test_stl10_bytes_written_by_hand(isolated_root):
+    """The official layout, written here byte by byte from its description rather than by labkit's
+    writer: per image, 3 planes (R, G, B) of 96 x 96 bytes, each plane column by column (column-major,
+    as MATLAB writes it); labels one byte each, 1..10."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 96, 96, 3), dtype=np.uint8)  # H x W x C, upright
+    disk_labels = [1, 10, 7]  # the first and last class included
+    folder = isolated_root / "stl" / "stl10_binary"
+    folder.mkdir(parents=True)
+    x_bytes = bytearray()
+    for img in images.tolist():
+        x_bytes += bytes(img[row][col][channel] for channel in range(3) for col in range(96) for row in range(96))
+    (folder / "test_X.bin").write_bytes(bytes(x_bytes))
+    (folder / "test_y.bin").write_bytes(bytes(disk_labels))
+    for attempt in ("decoded", "from the cache"):
+        data = load_stl10(isolated_root / "stl", "test")
+        assert data.images.shape == (3, 3, 96, 96) and data.images.dtype == torch.uint8, attempt
+        assert torch.equal(data.images, torch.from_numpy(images).permute(0, 3, 1, 2)), attempt
+        assert data.labels.tolist() == [0, 9, 6] and data.labels.dtype == torch.int64, attempt
+    assert [data.classes[y] for y in data.labels] == ["airplane", "truck", "horse"]
+    assert data.classes == STL10_CLASSES
 
 
 def test_stl10_missing_and_bad_split(tmp_path):
@@ -71,6 +95,30 @@ def test_tiny_imagenet_synthetic_class_order_and_val_labels(isolated_root):
     ann = [l.split("\t") for l in (root / "tiny-imagenet-200/val/val_annotations.txt").read_text().splitlines()]
     expected = sorted((f, sorted(wnids).index(w)) for f, w, *_ in ann)
     assert val.labels.tolist() == [y for _, y in expected]
+
+
+def test_tiny_imagenet_key_covers_val_annotations(isolated_root):
+    """Relabelling val images in val_annotations.txt must not serve the cached labels, even when the
+    file keeps its size and modification time."""
+    root = write_tiny_imagenet(isolated_root / "tiny", num_classes=3, train_per_class=1, val_per_class=2,
+                               image_size=16) / "tiny-imagenet-200"
+    ann = root / "val" / "val_annotations.txt"
+    before = load_tiny_imagenet(root, "val", num_classes=3)
+    lines = ann.read_text().splitlines(keepends=True)
+    first = lines[0].split("\t")
+    other = next(i for i, l in enumerate(lines) if l.split("\t")[1] != first[1])
+    second = lines[other].split("\t")
+    lines[0] = "\t".join([first[0], second[1], *first[2:]])
+    lines[other] = "\t".join([second[0], first[1], *second[2:]])
+    stat = ann.stat()
+    ann.write_text("".join(lines))
+    os.utime(ann, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert ann.stat().st_size == stat.st_size and ann.stat().st_mtime_ns == stat.st_mtime_ns
+    after = load_tiny_imagenet(root, "val", num_classes=3)
+    assert after.key != before.key
+    changed = (after.labels != before.labels).nonzero().flatten().tolist()
+    assert len(changed) == 2 and torch.equal(after.images, before.images)
+    assert after.labels[changed[0]] == before.labels[changed[1]]
 
 
 def test_tiny_imagenet_errors(isolated_root):
@@ -127,6 +175,25 @@ def test_dogs_vs_cats_real_sample(samples, isolated_root):
     assert data.skipped == []
 
 
+@pytest.mark.parametrize("layout", ["kaggle", "petimages"])
+def test_cat_is_0_and_dog_is_1(isolated_root, layout):
+    """Written by hand: black cats, white dogs, so every label can be checked against its pixels."""
+    root = isolated_root / layout
+    names = {"kaggle": {0: ["train/cat.0.jpg", "train/cat.10.jpg", "train/Cat.2.JPG"],
+                        1: ["train/dog.1.jpg", "train/DOG.3.jpeg"]},
+             "petimages": {0: ["PetImages/Cat/0.jpg", "PetImages/Cat/11.jpg"],
+                           1: ["PetImages/Dog/1.jpg", "PetImages/Dog/2.jpg", "PetImages/Dog/10.jpg"]}}[layout]
+    for label, files in names.items():
+        for name in files:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16, 3), 255 * label, np.uint8)).save(root / name, "JPEG")
+    data = load_dogs_vs_cats(root, image_size=16)
+    assert DOGS_VS_CATS_CLASSES == data.classes == ["cat", "dog"]
+    assert torch.bincount(data.labels).tolist() == [len(names[0]), len(names[1])]
+    brightness = data.images.float().mean(dim=(1, 2, 3))
+    assert ((brightness > 128).long() == data.labels).all()
+
+
 def test_dogs_vs_cats_missing(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="PetImages"):
         load_dogs_vs_cats(tmp_path, 32)
@@ -155,49 +222,69 @@ def test_cache_hit_and_invalidation(isolated_root, monkeypatch):
     assert not any((root / "train").glob("*.pt")), "caches never go inside a dataset folder"
 
 
-# ----------------------------------------------------------------------------- splits and batches
-
-def test_stratified_split_is_deterministic_and_stratified():
-    labels = np.array([0] * 70 + [1] * 30)
-    a_train, a_test = stratified_split(labels, 0.3, seed=1)
-    b_train, b_test = stratified_split(labels, 0.3, seed=1)
-    assert np.array_equal(a_test, b_test) and len(a_test) == 30
-    assert np.bincount(labels[a_test]).tolist() == [21, 9]
-    assert not set(a_train) & set(a_test)
-    assert not np.array_equal(stratified_split(labels, 0.3, seed=2)[1], a_test)
-    with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        stratified_split(labels, 1.5)
-
-
-def test_batches_orders_and_augmentation():
-    images = torch.arange(10 * 3 * 8 * 8, dtype=torch.int64).remainder(256).to(torch.uint8).view(10, 3, 8, 8)
-    labels = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0, 1, 0])
-    seq = Batches(images, labels, 4, order="sequential", mean=(0, 0, 0), std=(1 / 255,) * 3)
-    batches = list(seq)
-    assert [len(y) for _, y in batches] == [4, 4, 2]
-    assert torch.allclose(batches[0][0], images[:4].float())  # mean 0, std 1/255: raw values back
-    sorted_labels = torch.cat([y for _, y in Batches(images, labels, 3, order="class_sorted")])
-    assert sorted_labels.tolist() == [0] * 5 + [1] * 5
-    shuffled = Batches(images, labels, 10, order="shuffle", seed=3)
-    first = next(iter(shuffled))[1]
-    again = next(iter(Batches(images, labels, 10, order="shuffle", seed=3)))[1]
-    assert torch.equal(first, again)
-    shuffled.epoch = 1
-    assert not torch.equal(next(iter(shuffled))[0], next(iter(Batches(images, labels, 10, seed=3)))[0])
-    sampler_order = [9, 8, 7, 0]
-    got = torch.cat([y for _, y in Batches(images, labels, 2, order=sampler_order)])
-    assert got.tolist() == labels[sampler_order].tolist()
-    aug = next(iter(Batches(images, labels, 10, order="sequential", augment=True, image_size=6)))[0]
-    assert aug.shape == (10, 3, 6, 6) and aug.dtype == torch.float32
-    with pytest.raises(ValueError, match="allowed: shuffle, sequential, class_sorted"):
-        Batches(images, labels, 2, order="random")
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong content"])
+def test_corrupted_cache_is_rebuilt(isolated_root, monkeypatch, damage):
+    root = write_dogs_vs_cats(isolated_root / "dc", per_class=3, image_size=16)
+    calls = []
+    real = core.decode_many
+    monkeypatch.setattr("labkit.data.loaders.decode_many", lambda *a: calls.append(1) or real(*a))
+    first = load_dogs_vs_cats(root, 16)
+    (cache,) = (isolated_root / "data" / "cache" / "datasets").glob("*.pt")
+    good = cache.read_bytes()
+    if damage == "garbage":
+        cache.write_bytes(b"not a torch file")
+    elif damage == "truncated":
+        cache.write_bytes(good[: len(good) // 2])
+    else:  # a readable file that is not a decoded dataset: one label too few
+        torch.save({"images": first.images, "labels": first.labels[:-1], "classes": first.classes,
+                    "skipped": []}, cache)
+    with pytest.warns(UserWarning, match="ignoring unreadable cache .* rebuilt"):
+        rebuilt = load_dogs_vs_cats(root, 16)
+    assert len(calls) == 2 and rebuilt.key == first.key
+    assert torch.equal(rebuilt.images, first.images) and torch.equal(rebuilt.labels, first.labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = load_dogs_vs_cats(root, 16)  # the rebuilt file is whole again: served from the cache
+    assert len(calls) == 2 and torch.equal(again.labels, first.labels)
 
 
-def test_random_crop_flip_moves_content_but_keeps_values():
-    from labkit.data import random_crop_flip
-    x = torch.randint(0, 255, (16, 3, 16, 16), dtype=torch.uint8)
-    out = random_crop_flip(x, torch.Generator().manual_seed(0))
-    assert out.shape == x.shape and out.dtype == torch.uint8
-    assert not torch.equal(out, x)
-    # every output row of pixels comes from the (padded, maybe flipped) input image
-    assert set(out[0].unique().tolist()) <= set(x[0].unique().tolist())
+def test_dataset_key_holds_the_code_fingerprint(isolated_root, monkeypatch):
+    """Arrays decoded by other code are never served: another fingerprint is another key, decoded
+    again, and the entry of the old code is dropped so the cache does not grow with every change."""
+    root = write_dogs_vs_cats(isolated_root / "dc", per_class=2, image_size=16)
+    calls = []
+    real = core.decode_many
+    monkeypatch.setattr("labkit.data.loaders.decode_many", lambda *a: calls.append(1) or real(*a))
+    cache = isolated_root / "data" / "cache" / "datasets"
+    data = load_dogs_vs_cats(root, 16)
+    assert data.key.startswith("dogs_vs_cats-") and data.key.endswith("-" + code_fingerprint())
+    assert [p.stem for p in cache.glob("*.pt")] == [data.key]
+    assert load_dogs_vs_cats(root, 16).key == data.key and len(calls) == 1
+    assert load_dogs_vs_cats(root, 16, use_cache=False).key == data.key and len(calls) == 2
+    monkeypatch.setattr(core, "code_fingerprint", lambda: "0123456789ab")  # as after editing labkit
+    changed = load_dogs_vs_cats(root, 16)
+    assert changed.key != data.key and changed.key.endswith("-0123456789ab") and len(calls) == 3
+    assert [p.stem for p in cache.glob("*.pt")] == [changed.key]
+    # another dataset's entry stays
+    assert load_dogs_vs_cats(root, 8).key != changed.key and len(list(cache.glob("*.pt"))) == 2
+
+
+def test_subset_key_names_parent_and_indices(isolated_root):
+    root = write_dogs_vs_cats(isolated_root / "dc", per_class=3, image_size=16)
+    data = load_dogs_vs_cats(root, 16)
+    a, b = data.subset([0, 2, 4]), data.subset(np.array([0, 2, 5]))
+    assert a.key.startswith(data.key + "/subset-") and a.key != b.key
+    assert data.subset(torch.tensor([0, 2, 4])).key == a.key  # the same indices, however given
+    assert core.ImageSet(data.images, data.labels, data.classes).subset([0]).key is None
+
+
+def test_synthetic_set_is_generated_again_when_the_generator_changes(isolated_root, monkeypatch):
+    root = synthetic.ensure_synthetic("dogs-vs-cats", per_class=2, image_size=16)
+    marker = root / "GENERATED.json"
+    assert synthetic.generator_fingerprint() in marker.read_text()
+    first = marker.stat().st_mtime_ns
+    assert synthetic.ensure_synthetic("dogs-vs-cats", per_class=2, image_size=16) == root
+    assert marker.stat().st_mtime_ns == first  # same code and settings: reused
+    monkeypatch.setattr(synthetic, "generator_fingerprint", lambda: "changed-code")
+    assert synthetic.ensure_synthetic("dogs-vs-cats", per_class=2, image_size=16) == root
+    assert "changed-code" in marker.read_text() and len(list((root / "train").glob("*.jpg"))) == 4

@@ -1,4 +1,4 @@
-"""The download path against a local HTTP server (the real hosts are unreachable here)."""
+"""The download path against a local HTTP server (the real hosts are unreachable here), and archives."""
 import hashlib
 import http.server
 import io
@@ -9,11 +9,15 @@ import zipfile
 import pytest
 
 from labkit.data import download as dl
+from labkit.paths import DiskSpaceError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict = {}
     cut_after: int | None = None  # serve only this many bytes, then drop the connection
+    ignore_range = False  # answer 200 with the whole file, as some servers and proxies do
+    range_from_zero = False  # answer 206 for the whole file, whatever range was asked
+    claim_length: int | None = None  # announce this Content-Length and send nothing
     requests: list = []
 
     def log_message(self, *args):
@@ -21,24 +25,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         body = self.files.get(self.path)
+        rng = self.headers.get("Range")
+        self.requests.append(rng)
         if body is None:
             self.send_error(404)
             return
-        start = 0
-        rng = self.headers.get("Range")
-        self.requests.append(rng)
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(body):
-                self.send_error(416)
-                return
-            self.send_response(206)
+        start = int(rng.split("=")[1].split("-")[0]) if rng and not self.ignore_range else 0
+        if self.range_from_zero and rng:
+            start = 0
+        if start >= len(body) and rng:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(body)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(206 if rng and not self.ignore_range else 200)
+        if rng and not self.ignore_range:
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
         chunk = body[start:]
-        self.send_header("Content-Length", str(len(chunk)))
+        self.send_header("Content-Length", str(self.claim_length or len(chunk)))
         self.end_headers()
+        if self.claim_length:
+            return
         if self.cut_after is not None:
             self.wfile.write(chunk[: self.cut_after])
             self.wfile.flush()
@@ -50,11 +58,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     _Handler.files, _Handler.cut_after, _Handler.requests = {}, None, []
+    _Handler.ignore_range, _Handler.range_from_zero, _Handler.claim_length = False, False, None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     yield _Handler, f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
+    httpd.server_close()
+
+
+BODY = bytes(range(256)) * 400
+SHA = "sha256:" + hashlib.sha256(BODY).hexdigest()
 
 
 def _zip_bytes(files: dict) -> bytes:
@@ -64,6 +78,8 @@ def _zip_bytes(files: dict) -> bytes:
             zf.writestr(name, data)
     return buf.getvalue()
 
+
+# ----------------------------------------------------------------------------- downloads
 
 def test_checksum_match_extracts(server, tmp_path, monkeypatch):
     handler, base = server
@@ -87,21 +103,103 @@ def test_checksum_mismatch_deletes_and_raises(server, tmp_path):
     assert not (tmp_path / "a.zip").exists() and not (tmp_path / "a.zip.part").exists()
 
 
+def test_pinned_sha256_mismatch(server, tmp_path, monkeypatch):
+    """Dogs vs Cats has no published checksum: the first download pins its SHA-256. A damaged copy is
+    fetched again, and an archive that no longer matches the pin is refused and removed."""
+    handler, base = server
+    first = _zip_bytes({"PetImages/Cat/0.jpg": "c", "PetImages/Dog/0.jpg": "d"})
+    handler.files["/pets.zip"] = first
+    monkeypatch.setitem(dl.SOURCES, "dogs-vs-cats", dl.Source(base + "/pets.zip", None, "PetImages"))
+    root = dl.fetch_dataset("dogs-vs-cats", tmp_path / "dc")
+    pinned = root / "pets.zip.sha256"
+    assert pinned.read_text().strip() == hashlib.sha256(first).hexdigest()
+    # the archive is damaged and the extraction lost; upstream now serves other bytes
+    (root / ".PetImages.extracted").unlink()
+    (root / "pets.zip").write_bytes(b"damaged")
+    handler.files["/pets.zip"] = _zip_bytes({"PetImages/Cat/0.jpg": "changed"})
+    with pytest.raises(dl.ChecksumError, match=r"pets\.zip\.sha256.*delete that file"):
+        dl.fetch_dataset("dogs-vs-cats", tmp_path / "dc")
+    assert not (root / "pets.zip").exists() and not (root / "pets.zip.part").exists()
+    assert not (root / ".PetImages.extracted").exists()
+    assert handler.requests == [None, None]  # the damaged copy was fetched again, from the start
+
+
 def test_interrupted_download_resumes_with_range(server, tmp_path):
     handler, base = server
-    body = bytes(range(256)) * 400
-    handler.files["/big.bin"] = body
+    handler.files["/big.bin"] = BODY
     handler.cut_after = 30_000
-    checksum = "sha256:" + hashlib.sha256(body).hexdigest()
-    with pytest.raises(Exception):
-        dl.download(base + "/big.bin", tmp_path / "big.bin", checksum)
+    with pytest.raises(ConnectionError, match="interrupted"):
+        dl.download(base + "/big.bin", tmp_path / "big.bin", SHA)
     part = tmp_path / "big.bin.part"
-    assert part.exists() and 0 < part.stat().st_size < len(body)
+    assert part.exists() and 0 < part.stat().st_size < len(BODY)
     have = part.stat().st_size
     handler.cut_after = None
-    dl.download(base + "/big.bin", tmp_path / "big.bin", checksum)
-    assert (tmp_path / "big.bin").read_bytes() == body
+    dl.download(base + "/big.bin", tmp_path / "big.bin", SHA)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
     assert handler.requests[-1] == f"bytes={have}-"  # resumed, not restarted
+
+
+@pytest.mark.parametrize("mode", ["ignore_range", "range_from_zero"])
+def test_server_not_honouring_range_restarts_cleanly(server, tmp_path, mode):
+    """Asked for the rest, the server sends the whole file (200, or 206 from byte 0): the part file
+    must be rewritten, not appended to. No checksum, so nothing but the download logic protects it."""
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    setattr(handler, mode, True)
+    (tmp_path / "big.bin.part").write_bytes(b"x" * 5000)
+    dl.download(base + "/big.bin", tmp_path / "big.bin")
+    assert handler.requests[0] == "bytes=5000-"
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert not (tmp_path / "big.bin.part").exists()
+
+
+@pytest.mark.parametrize("checksum", [None, SHA], ids=["no checksum", "checksum"])
+def test_416_on_a_finished_part_file(server, tmp_path, checksum):
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    (tmp_path / "big.bin.part").write_bytes(BODY)
+    dl.download(base + "/big.bin", tmp_path / "big.bin", checksum)
+    assert handler.requests == [f"bytes={len(BODY)}-"]
+    assert (tmp_path / "big.bin").read_bytes() == BODY and not (tmp_path / "big.bin.part").exists()
+
+
+def test_416_on_a_part_file_longer_than_the_file_starts_over(server, tmp_path):
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    (tmp_path / "big.bin.part").write_bytes(BODY + b"stale tail")
+    dl.download(base + "/big.bin", tmp_path / "big.bin")
+    assert handler.requests == [f"bytes={len(BODY) + 10}-", None]
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+
+
+def test_existing_file_failing_its_checksum_is_downloaded_again(server, tmp_path):
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    dest = tmp_path / "big.bin"
+    dest.write_bytes(BODY[:-1] + b"\0")  # same size, one byte off
+    dl.download(base + "/big.bin", dest, SHA)
+    assert dest.read_bytes() == BODY and handler.requests == [None]
+    dl.download(base + "/big.bin", dest, SHA)  # now it verifies: no request
+    assert handler.requests == [None]
+
+
+def test_404_names_the_url_and_where_to_put_the_file(server, tmp_path):
+    _, base = server
+    dest = tmp_path / "gone.zip"
+    with pytest.raises(ConnectionError) as info:
+        dl.download(base + "/gone.zip", dest, SHA)
+    message = str(info.value)
+    assert f"{base}/gone.zip" in message and "404" in message and f"put it at {dest}" in message
+    assert not dest.exists() and not (tmp_path / "gone.zip.part").exists()
+
+
+def test_disk_too_small_is_refused_before_writing(server, tmp_path):
+    handler, base = server
+    handler.files["/huge.bin"] = b"x"
+    handler.claim_length = 10 ** 16  # 10 PB: no disk here holds that
+    with pytest.raises(DiskSpaceError, match=r"needs 10000000\.00 GB but .* GB free"):
+        dl.download(base + "/huge.bin", tmp_path / "huge.bin")
+    assert not (tmp_path / "huge.bin.part").exists()
 
 
 def test_unreachable_host_gives_a_clear_error(tmp_path):
@@ -109,16 +207,79 @@ def test_unreachable_host_gives_a_clear_error(tmp_path):
         dl.download("http://127.0.0.1:9/nothing.zip", tmp_path / "x.zip", None, timeout=2)
 
 
-def test_path_traversal_is_refused(tmp_path):
-    evil_zip = tmp_path / "evil.zip"
-    evil_zip.write_bytes(_zip_bytes({"../escaped.txt": "x"}))
+# ----------------------------------------------------------------------------- archives
+
+def _tar(path, members):
+    """members: (name, kind, target) with kind "file", "dir", "sym", "hard" or "chr" (a device)."""
+    with tarfile.open(path, "w:gz") as tf:
+        for name, kind, target in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                data = target.encode()
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                         "chr": tarfile.CHRTYPE}[kind]
+            info.linkname = target or ""
+            tf.addfile(info)
+    return path
+
+
+# Extraction goes to <tmp>/deep/out; "ABS" stands for <tmp>, so a member that escaped would land there.
+UNSAFE_TARS = {
+    "absolute member": [("ABS/escaped.txt", "file", "x")],
+    "dot-dot member": [("data/../../escaped.txt", "file", "x")],
+    "absolute symlink": [("link", "sym", "ABS/secret.txt")],
+    # relative to the link's own folder: data/sub/../.. is the root, one more .. leaves it
+    "escaping relative symlink": [("data/sub", "dir", None), ("data/sub/link", "sym", "../../../escaped.txt")],
+    # a hard link's target is relative to the archive root, not to the link's folder
+    "hard link out of the root": [("data/a.txt", "file", "a"), ("data/sub/hard", "hard", "../escaped.txt")],
+    "absolute hard link": [("hard", "hard", "ABS/secret.txt")],
+    "device file": [("dev", "chr", None)],
+}
+
+
+@pytest.mark.parametrize("case", list(UNSAFE_TARS))
+def test_unsafe_tar_members_are_refused(tmp_path, case):
+    (tmp_path / "secret.txt").write_text("not yours")
+    members = [(n.replace("ABS", str(tmp_path)), kind, t and t.replace("ABS", str(tmp_path)))
+               for n, kind, t in UNSAFE_TARS[case]]
+    archive = _tar(tmp_path / "evil.tar.gz", members)
+    with pytest.raises(dl.UnsafeArchiveError, match="refused"):
+        dl.safe_extract(archive, tmp_path / "deep" / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "evil.tar.gz", "secret.txt"]
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("name", ["../escaped.txt", "ABS/escaped.txt", "data/../../escaped.txt"])
+def test_unsafe_zip_members_are_refused(tmp_path, name):
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(_zip_bytes({"data/ok.txt": "ok", name.replace("ABS", str(tmp_path)): "x"}))
     with pytest.raises(dl.UnsafeArchiveError, match="outside"):
-        dl.safe_extract(evil_zip, tmp_path / "out")
-    evil_tar = tmp_path / "evil.tar.gz"
-    with tarfile.open(evil_tar, "w:gz") as tf:
-        info = tarfile.TarInfo("link")
-        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        tf.addfile(info)
-    with pytest.raises(dl.UnsafeArchiveError, match="outside"):
-        dl.safe_extract(evil_tar, tmp_path / "out2")
-    assert not (tmp_path / "escaped.txt").exists()
+        dl.safe_extract(archive, tmp_path / "deep" / "out")
+    assert not any((tmp_path / "deep" / "out").iterdir())  # refused before anything is written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "evil.zip"]
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["out"]
+
+
+def test_links_inside_the_archive_are_extracted(tmp_path):
+    """The checks refuse what escapes, not every link: the real archives may hold harmless ones."""
+    archive = _tar(tmp_path / "ok.tar.gz", [
+        ("data/a.txt", "file", "payload"), ("data/sub", "dir", None),
+        ("data/sub/sym", "sym", "../a.txt"), ("data/sub/hard", "hard", "data/a.txt")])
+    dl.safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out/data/sub/sym").is_symlink()
+    assert (tmp_path / "out/data/sub/sym").read_text() == "payload"
+    assert (tmp_path / "out/data/sub/hard").read_text() == "payload"
+
+
+def test_fetch_removes_a_refused_extraction(server, tmp_path, monkeypatch):
+    handler, base = server
+    archive = _tar(tmp_path / "evil.tar.gz", [("stl10_binary/a.bin", "file", "a"), ("stl10_binary/dev", "chr", None)])
+    handler.files["/stl.tar.gz"] = archive.read_bytes()
+    monkeypatch.setitem(dl.SOURCES, "stl10", dl.Source(
+        base + "/stl.tar.gz", "md5:" + hashlib.md5(archive.read_bytes()).hexdigest(), "stl10_binary"))
+    with pytest.raises(dl.UnsafeArchiveError):
+        dl.fetch_dataset("stl10", tmp_path / "stl")
+    assert sorted(p.name for p in (tmp_path / "stl").iterdir()) == ["stl.tar.gz"]

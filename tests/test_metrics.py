@@ -43,3 +43,29 @@ def test_mcnemar_noise_and_clear_difference():
     assert metrics.within_noise(y, a, b)
     b[:60] = 1  # sixty more errors: not noise
     assert not metrics.within_noise(y, a, b)
+
+
+def _paired(a_only: int, b_only: int, both_right: int, both_wrong: int):
+    """Labels and two classifiers' predictions with these counts of (dis)agreement."""
+    n = a_only + b_only + both_right + both_wrong
+    y = np.zeros(n, int)
+    a_right = np.r_[np.ones(a_only), np.zeros(b_only), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
+    b_right = np.r_[np.zeros(a_only), np.ones(b_only), np.ones(both_right), np.zeros(both_wrong)].astype(bool)
+    return y, np.where(a_right, 0, 1), np.where(b_right, 0, 2)
+
+
+def test_mcnemar_is_the_exact_two_sided_binomial_test():
+    """5 images only A gets right, 14 only B: p = 2 P(X <= 5) with X ~ Binomial(19, 1/2) = 0.0636. A
+    one-sided test would give 0.0318 (or 0.99 the other way round) and call the difference significant."""
+    from math import comb
+    from scipy import stats
+    y, a, b = _paired(5, 14, 30, 7)
+    exact = 2 * sum(comb(19, k) for k in range(6)) / 2 ** 19
+    assert metrics.mcnemar(y, a, b) == pytest.approx(exact, rel=1e-12)
+    assert metrics.mcnemar(y, a, b) == pytest.approx(stats.binomtest(5, 19, 0.5, alternative="two-sided").pvalue)
+    assert metrics.mcnemar(y, b, a) == metrics.mcnemar(y, a, b)  # symmetric in the two classifiers
+    assert stats.binomtest(5, 19, 0.5, alternative="less").pvalue < 0.05  # what a one-sided test would say
+    assert metrics.within_noise(y, a, b) and metrics.within_noise(y, b, a)
+    # only the discordant pairs count
+    assert metrics.mcnemar(*_paired(5, 14, 0, 0)) == metrics.mcnemar(y, a, b)
+    assert metrics.mcnemar(*_paired(4, 4, 10, 2)) == 1.0 and metrics.mcnemar(*_paired(0, 0, 10, 2)) == 1.0

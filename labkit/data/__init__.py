@@ -1,7 +1,8 @@
 """Real-format data layer: loaders, splits, batches, caching, downloads and synthetic generators.
 
 Each loader returns an :class:`ImageSet` with ``images`` (uint8 N x 3 x H x W, RGB),
-``labels`` (int64), ``classes`` and ``skipped`` (files that could not be read).
+``labels`` (int64), ``classes``, ``skipped`` (files that could not be read) and ``key`` (the
+dataset's identity: its cache key, code fingerprint included, for run keys).
 """
 from labkit.data.batches import (IMAGENET_MEAN, IMAGENET_STD, Batches, decode_size, random_crop_flip,
                                  stratified_split)

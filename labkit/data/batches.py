@@ -155,11 +155,14 @@ def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
     return torch.cat([x[..., 1:pad + 1].flip(-1), x, x[..., -pad - 1:-1].flip(-1)], dim=-1)
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125) -> torch.Tensor:
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad_fraction: float = 0.125,
+                     batched: bool | None = None) -> torch.Tensor:
     """Random crop after reflection padding, and a random horizontal flip, drawn per image.
 
     Works on uint8 or float batches. On the CPU each image is then one slice copy, which is
-    several times faster than a batched gather; on a GPU the batched gather wins.
+    several times faster than a batched gather; on a GPU the batched gather wins. ``batched``
+    (default: off the CPU) picks the gather anywhere, so tests check it on the CPU too; both
+    give the same output for the same generator.
     """
     n, c, h, w = x.shape
     pad = max(1, int(round(h * pad_fraction)))
@@ -167,15 +170,27 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad_fraction: 
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     flip = torch.rand(n, generator=generator) < 0.5
-    if x.device.type == "cpu":
-        out = torch.empty_like(x)
-        for i, (y0, x0, f) in enumerate(zip(dy.tolist(), dx.tolist(), flip.tolist())):
-            crop = padded[i, :, y0:y0 + h, x0:x0 + w]
-            out[i] = crop.flip(-1) if f else crop
-        return out
-    dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
-    rows = dy.view(n, 1) + torch.arange(h, device=x.device).view(1, h)
-    cols = dx.view(n, 1) + torch.arange(w, device=x.device).view(1, w)
+    if batched is None:
+        batched = x.device.type != "cpu"
+    return _gather_windows(padded, dy, dx, flip, h, w) if batched else _slice_windows(padded, dy, dx, flip, h, w)
+
+
+def _slice_windows(padded: torch.Tensor, dy, dx, flip, h: int, w: int) -> torch.Tensor:
+    """Window i of ``padded`` at (dy[i], dx[i]), h x w, mirrored where flip[i]: one slice copy per image."""
+    out = torch.empty(padded.shape[:2] + (h, w), dtype=padded.dtype, device=padded.device)
+    for i, (y0, x0, f) in enumerate(zip(dy.tolist(), dx.tolist(), flip.tolist())):
+        crop = padded[i, :, y0:y0 + h, x0:x0 + w]
+        out[i] = crop.flip(-1) if f else crop
+    return out
+
+
+def _gather_windows(padded: torch.Tensor, dy, dx, flip, h: int, w: int) -> torch.Tensor:
+    """The same windows as :func:`_slice_windows` with two batched gathers (rows, then columns,
+    reversed where flipped): no per-image Python loop, so no per-image kernel launch on a GPU."""
+    n, c = padded.shape[:2]
+    dy, dx, flip = dy.to(padded.device), dx.to(padded.device), flip.to(padded.device)
+    rows = dy.view(n, 1) + torch.arange(h, device=padded.device).view(1, h)
+    cols = dx.view(n, 1) + torch.arange(w, device=padded.device).view(1, w)
     cols = torch.where(flip.view(n, 1), cols.flip(1), cols)
     out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, padded.shape[-1]))
     return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from labkit.paths import atomic_write_bytes, cache_dir
+from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint
 
 # Bump when a loader's output for the same files changes, so old caches are not reused.
 CACHE_FORMAT = 1
@@ -27,19 +27,28 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass
 class ImageSet:
-    """A decoded dataset held in memory: uint8 images N x 3 x H x W (RGB), int64 labels."""
+    """A decoded dataset held in memory: uint8 images N x 3 x H x W (RGB), int64 labels.
+
+    ``key`` is the dataset's identity: its cache key (loader, settings, every source file's path,
+    size and modification time, labkit's code fingerprint), extended by the indices for a subset.
+    Run keys include it, so a checkpoint never resumes on other data. None for a hand-made set.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
+    key: str | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices) -> "ImageSet":
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(self.images[indices], self.labels[indices], list(self.classes), list(self.skipped))
+        key = None
+        if self.key is not None:  # the same parent and indices are the same data; others are not
+            key = f"{self.key}/subset-{hashlib.sha256(indices.cpu().numpy().tobytes()).hexdigest()[:12]}"
+        return ImageSet(self.images[indices], self.labels[indices], list(self.classes), list(self.skipped), key)
 
     @property
     def num_classes(self) -> int:
@@ -107,27 +116,49 @@ def _fingerprint(files: Sequence[Path]) -> list:
     return out
 
 
+def dataset_key(kind: str, settings: dict, files: Sequence[Path]) -> str:
+    """``<kind>-<hash of loader, settings and files>-<code fingerprint>``: the cache file's stem and
+    :attr:`ImageSet.key`. Any change to a file under ``labkit/`` gives a new key, so a changed loader
+    never serves arrays that older code decoded."""
+    key_material = json.dumps([kind, CACHE_FORMAT, settings, _fingerprint(files)], sort_keys=True)
+    return f"{kind}-{hashlib.sha256(key_material.encode()).hexdigest()[:20]}-{code_fingerprint()}"
+
+
 def cached(kind: str, settings: dict, files: Sequence[Path], build: Callable[[], ImageSet],
            use_cache: bool = True) -> ImageSet:
     """Return ``build()``'s result, decoded once and cached under ``data/cache/datasets/``.
 
-    The key covers the loader, its settings and every source file's path, size and
-    modification time, so editing, adding or removing a file invalidates the cache.
+    The key (:func:`dataset_key`) covers the loader, its settings, every source file's path, size
+    and modification time, and labkit's code, so editing, adding or removing a file or changing
+    labkit invalidates the cache. A damaged cache file is rebuilt.
     """
+    key = dataset_key(kind, settings, files)
     if not use_cache:
-        return build()
-    key_material = json.dumps([kind, CACHE_FORMAT, settings, _fingerprint(files)], sort_keys=True)
-    key = hashlib.sha256(key_material.encode()).hexdigest()[:20]
-    path = cache_dir("datasets") / f"{kind}-{key}.pt"
+        data = build()
+        data.key = key
+        return data
+    folder = cache_dir("datasets")
+    path = folder / f"{key}.pt"
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            return ImageSet(blob["images"], blob["labels"], list(blob["classes"]), list(blob["skipped"]))
+            images, labels = blob["images"], blob["labels"]
+            if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
+                    and isinstance(labels, torch.Tensor) and labels.shape == (len(images),)):
+                raise ValueError("it does not hold a decoded dataset")
+            return ImageSet(images, labels, list(blob["classes"]), list(blob["skipped"]), key)
         except Exception as err:  # a damaged cache file is rebuilt, never trusted
-            warnings.warn(f"ignoring unreadable cache {path}: {err}")
+            warnings.warn(f"ignoring unreadable cache {path} (it is rebuilt): {err}")
     data = build()
+    data.key = key
     buf = io.BytesIO()
     torch.save({"images": data.images, "labels": data.labels, "classes": data.classes,
                 "skipped": data.skipped}, buf)
     atomic_write_bytes(path, buf.getvalue())
+    # The same files decoded by older code are dead weight now (STL-10's test set alone is 0.2 GB):
+    # drop them, so the cache does not grow with every change to labkit.
+    data_part = key.rsplit("-", 1)[0]
+    for stale in folder.glob(f"{data_part}-*.pt"):
+        if stale != path:
+            stale.unlink(missing_ok=True)
     return data

@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.paths import real_data_dir
+from labkit.paths import ensure_free_space, real_data_dir
 
 
 class ChecksumError(RuntimeError):
@@ -65,41 +65,71 @@ def verify(path: Path, checksum: str) -> None:
                             f"damaged or the file changed upstream; it was deleted, run the command again.")
 
 
+def _http_error(url: str, dest: Path, err: urllib.error.HTTPError) -> ConnectionError:
+    return ConnectionError(f"cannot download {url}: the server answered HTTP {err.code} {err.reason}. "
+                           f"Fetch the file by hand, put it at {dest} and run the command again.")
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """``bytes 100-199/200`` -> 100; anything else -> None."""
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def _total_size(content_range: str | None) -> int | None:
+    """``bytes */200`` or ``bytes 100-199/200`` -> 200; an unknown total -> None."""
+    try:
+        return int(content_range.rsplit("/", 1)[1])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
 def download(url: str, dest: Path, checksum: str | None = None, timeout: float = 60.0,
              chunk_size: int = 1 << 20) -> Path:
     """Download ``url`` to ``dest``, resuming a previous ``dest.part`` with an HTTP Range request.
 
-    The finished file is verified against ``checksum`` before it is renamed into place;
-    on a mismatch both files are deleted and :class:`ChecksumError` is raised.
+    An existing ``dest`` that fails ``checksum`` is downloaded again. The finished file is verified
+    before it is renamed into place; on a mismatch it is deleted and :class:`ChecksumError` raised.
+    A server that ignores Range (200) restarts the file; one that answers a range other than the one
+    asked for, or 416 for a part file that is not the whole file, starts it over.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
-        if checksum:
-            try:
-                verify(dest, checksum)
-                return dest
-            except ChecksumError:
-                dest.unlink()
-        else:
+        if not checksum:
             return dest
+        try:
+            verify(dest, checksum)
+            return dest
+        except ChecksumError:
+            dest.unlink()  # damaged or outdated: fetch it again
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # the part file is already complete
-            response = None
-        else:
-            raise
+        if err.code != 416 or not have:
+            raise _http_error(url, dest, err) from err
+        total = _total_size(err.headers.get("Content-Range"))
+        if total is not None and total != have:  # the part file is longer than the file: not a prefix of it
+            part.unlink()
+            return download(url, dest, checksum, timeout, chunk_size)
+        response = None  # the part file is already complete
     except (urllib.error.URLError, OSError) as err:
         raise ConnectionError(f"cannot download {url}: {err}. Check the network, or put the file at {dest} "
                               f"by hand and run the command again.") from err
     if response is not None:
         with response:
-            resumed = have and response.status == 206  # 200: the server ignored Range, start over
+            resumed = bool(have) and response.status == 206  # 200: the server ignored Range, start over
+            if resumed and _range_start(response.headers.get("Content-Range")) != have:
+                part.unlink()  # not the bytes that follow ours: appending them would corrupt the file
+                return download(url, dest, checksum, timeout, chunk_size)
             expected = response.headers.get("Content-Length")
+            if expected is not None:
+                ensure_free_space(dest.parent, int(expected), f"downloading {url}")
             with open(part, "ab" if resumed else "wb") as f:
                 try:
                     shutil.copyfileobj(response, f, chunk_size)
@@ -121,28 +151,41 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a .zip or .tar(.gz) into ``dest``, refusing members that would escape it
-    (absolute paths, ``..``, links pointing outside)."""
-    dest = Path(dest).resolve()
+    """Extract a .zip or .tar(.gz) into ``dest``, refusing members that would escape it (absolute
+    paths, ``..``, symbolic or hard links pointing outside, device files) with UnsafeArchiveError."""
+    archive, dest = Path(archive), Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
 
     def inside(name: str) -> bool:
         target = (dest / name).resolve()
         return target == dest or dest in target.parents
 
+    def refuse(name: str, why: str = "") -> UnsafeArchiveError:
+        return UnsafeArchiveError(f"{archive.name}: member {name!r} {why or f'would be written outside {dest}'}; "
+                                  f"extraction refused (path-traversal protection)")
+
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             bad = [n for n in zf.namelist() if not inside(n)]
             if bad:
-                raise UnsafeArchiveError(f"{archive.name}: member {bad[0]!r} would be written outside {dest}")
+                raise refuse(bad[0])
+            ensure_free_space(dest, sum(i.file_size for i in zf.infolist()), f"extracting {archive.name}")
             zf.extractall(dest)
         return
     with tarfile.open(archive) as tf:
-        for m in tf.getmembers():
-            if not inside(m.name) or ((m.issym() or m.islnk()) and not inside(os.path.join(os.path.dirname(m.name),
-                                                                                         m.linkname))):
-                raise UnsafeArchiveError(f"{archive.name}: member {m.name!r} would be written outside {dest}")
-        tf.extractall(dest, filter="data")
+        members = tf.getmembers()
+        for m in members:
+            # A symbolic link's target is relative to its own folder, a hard link's to the archive root.
+            target = m.linkname if m.islnk() else os.path.join(os.path.dirname(m.name), m.linkname)
+            if not inside(m.name) or ((m.issym() or m.islnk()) and not inside(target)):
+                raise refuse(m.name)
+        ensure_free_space(dest, sum(m.size for m in members), f"extracting {archive.name}")
+        try:
+            # The "data" filter also refuses what the check above lets through (device files,
+            # absolute links into dest, chains of links): the same error for the same problem.
+            tf.extractall(dest, filter="data")
+        except tarfile.FilterError as err:
+            raise refuse(err.tarinfo.name, f"is unsafe ({err})") from err
 
 
 def fetch_dataset(name: str, root: Path | None = None) -> Path:
@@ -159,12 +202,22 @@ def fetch_dataset(name: str, root: Path | None = None) -> Path:
     pinned = archive.with_name(archive.name + ".sha256")
     if checksum is None and pinned.exists():
         checksum = "sha256:" + pinned.read_text().strip()
-    download(src.url, archive, checksum)
+    try:
+        download(src.url, archive, checksum)
+    except ChecksumError as err:
+        if src.checksum is None:  # the pin is ours, not the publisher's: say how to accept a new archive
+            raise ChecksumError(f"{err} Its SHA-256 was recorded in {pinned} at the first download; if the "
+                                f"archive changed upstream, delete that file to accept the new one.") from err
+        raise
     if checksum is None:
         pinned.write_text(file_digest(archive, "sha256") + "\n")
     tmp = root / f".extracting-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    safe_extract(archive, tmp)
+    try:
+        safe_extract(archive, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave half an extraction behind
+        raise
     for item in tmp.iterdir():
         target = root / item.name
         if target.exists():

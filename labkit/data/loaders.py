@@ -138,7 +138,9 @@ def load_tiny_imagenet(root, split: str = "train", num_classes: int = 50, class_
     def build() -> ImageSet:
         return _decode_labelled(files, labels, classes, image_size, root)
 
-    settings = {"split": split, "wnids": wnids, "image_size": image_size, "classes": classes}
+    # The labels as read are part of the key as well as val_annotations.txt's size and time: an edited
+    # annotation file changes the key even within the file system's timestamp resolution.
+    settings = {"split": split, "wnids": wnids, "image_size": image_size, "classes": classes, "labels": labels}
     fingerprint_files = files + ([root / "val" / "val_annotations.txt"] if split == "val" else [])
     return _warned(cached("tiny_imagenet", settings, fingerprint_files, build, use_cache), root)
 

@@ -1,0 +1,140 @@
+"""``python -m labkit``: an expected error is one line on stderr and a non-zero exit, no traceback;
+``--debug`` shows it. Run as users run it (a subprocess) where that is cheap, in-process otherwise."""
+import hashlib
+import importlib
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from labkit import cli
+from labkit.data import download as dl
+
+ROOT = Path(__file__).resolve().parent.parent
+DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens on the discard port: every request is refused
+
+
+def labkit_cli(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LABKIT_ROOT": str(root), **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return subprocess.run([sys.executable, "-m", "labkit", *args], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("labkit: error: ") and lines[0].endswith("(--debug shows the traceback)")
+    return lines[0]
+
+
+def test_bad_profile_is_one_line_without_a_traceback(tmp_path):
+    done = labkit_cli(tmp_path, "report", "--profile", "nope")
+    assert done.returncode == 1
+    assert "profile='nope' is not allowed; allowed: demo, full, smoke" in one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize("args", [["--debug", "report", "--profile", "nope"],
+                                  ["report", "--profile", "nope", "--debug"]], ids=["before", "after"])
+def test_debug_shows_the_traceback(tmp_path, args):
+    done = labkit_cli(tmp_path, *args)
+    assert done.returncode != 0
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "labkit.params.ParameterError: profile='nope' is not allowed" in done.stderr
+
+
+def test_data_without_network(tmp_path):
+    """Today's `make data` offline: every request goes to a proxy that refuses it (no real host is
+    contacted, with or without a network)."""
+    proxies = {name: DEAD_PROXY for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")}
+    done = labkit_cli(tmp_path, "data", "--datasets", "stl10", "--no-weights",
+                      env={**proxies, "no_proxy": "", "NO_PROXY": ""})
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert dl.SOURCES["stl10"].url in line
+    assert f"put the file at {tmp_path / 'data' / 'stl10' / 'stl10_binary.tar.gz'} by hand" in line
+
+
+# ----------------------------------------------------------------------------- in-process
+
+def test_every_expected_error_type_exists():
+    """The CLI names its expected errors by module and class (so printing one line never imports
+    torch): a renamed class must fail here, not when a user meets the error."""
+    for module, name in cli.EXPECTED:
+        error = getattr(importlib.import_module(module), name)
+        assert issubclass(error, Exception) and error in cli.expected_errors(), (module, name)
+    assert {FileNotFoundError, ConnectionError} <= set(cli.expected_errors())
+
+
+
+def _serve_file(monkeypatch, tmp_path, data: bytes, checksum: str) -> None:
+    """Point the Tiny ImageNet source at a local file (urllib reads file:// URLs like any other)."""
+    archive = tmp_path / "served" / "tiny-imagenet-200.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(data)
+    monkeypatch.setitem(dl.SOURCES, "tiny-imagenet-200", dl.Source(archive.as_uri(), checksum, "tiny-imagenet-200"))
+
+
+def _zip(files: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def test_checksum_mismatch(isolated_root, monkeypatch, capsys):
+    _serve_file(monkeypatch, isolated_root, b"not the archive", "md5:" + "0" * 32)
+    assert cli.main(["data", "--datasets", "tiny-imagenet-200", "--no-weights"]) == 1
+    assert "md5 is" in one_error_line(capsys.readouterr().err)
+    with pytest.raises(dl.ChecksumError):
+        cli.main(["--debug", "data", "--datasets", "tiny-imagenet-200", "--no-weights"])
+
+
+def test_unsafe_archive(isolated_root, monkeypatch, capsys):
+    evil = _zip({"tiny-imagenet-200/wnids.txt": "n01\n", "../../escaped.txt": "x"})
+    _serve_file(monkeypatch, isolated_root, evil, "md5:" + hashlib.md5(evil).hexdigest())
+    assert cli.main(["data", "--datasets", "tiny-imagenet-200", "--no-weights"]) == 1
+    assert "'../../escaped.txt' would be written outside" in one_error_line(capsys.readouterr().err)
+    assert not list(isolated_root.rglob("escaped.txt"))
+
+
+def test_unknown_dataset(isolated_root, capsys):
+    assert cli.main(["data", "--datasets", "stl10,imagenet", "--no-weights"]) == 1
+    assert "unknown dataset(s) 'imagenet'; allowed: stl10," in one_error_line(capsys.readouterr().err)
+    assert not (isolated_root / "data").exists()  # refused before stl10 was fetched
+
+
+def test_unknown_notebook(isolated_root, capsys):
+    assert cli.main(["report", "--profile", "smoke", "--only", "q9"]) == 1
+    assert "unknown notebook(s) q9" in one_error_line(capsys.readouterr().err)
+
+
+def test_missing_parameter_file(isolated_root, capsys):
+    notebooks = isolated_root / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "q3_dogs_vs_cats_optimizers.ipynb").write_text("{}")
+    assert cli.main(["report", "--profile", "smoke", "--only", "q3"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"no parameter file {notebooks / 'params' / 'smoke' / 'q3.yaml'}" in line
+
+
+def test_an_unexpected_error_keeps_its_traceback(isolated_root, monkeypatch):
+    """A bug is not an expected error: it propagates (Python prints the traceback) even without --debug."""
+    def broken(name, root=None):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(dl, "fetch_dataset", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["data", "--datasets", "stl10", "--no-weights"])
+
+
+def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
+    def interrupted(name, root=None):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(dl, "fetch_dataset", interrupted)
+    assert cli.main(["data", "--datasets", "stl10", "--no-weights"]) == 130
+    assert capsys.readouterr().err.strip() == "labkit: interrupted; run the command again to resume"
