@@ -108,7 +108,7 @@ def load_data(data_source: str, data_dir: str | None, train_per_class: int, test
     else:
         root = Path(data_dir) if data_dir else real_data_dir("stl10")
     train, test = load_stl10(root, "train"), load_stl10(root, "test")
-    key = data_identity(train.images, train.labels, test.images, test.labels, seed)
+    key = data_identity(train, test, seed)
     return Data(train, test, str(root), seed, key)
 
 

@@ -88,7 +88,7 @@ def load_data(data_source: str, data_dir: str | None, num_classes: int, class_or
     test = load_tiny_imagenet(root, "val", num_classes, class_order, image_size=size)
     tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed)
     train, val = train_all.subset(tr), train_all.subset(va)
-    key = data_identity(train.images, train.labels, val.labels, tr.tolist(), test.images, test.labels, test.classes)
+    key = data_identity(train, val, test)
     return Data(train, val, test, str(root), key)
 
 

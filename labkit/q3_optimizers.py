@@ -92,7 +92,7 @@ def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic
     train_val, test = stratified_split(data.labels.numpy(), test_fraction, seed)
     tr, va = stratified_split(data.labels[train_val].numpy(), val_fraction, seed)
     train, val = train_val[tr], train_val[va]
-    key = data_identity(data.images, data.labels, train.tolist(), val.tolist())
+    key = data_identity(data, train.tolist(), val.tolist(), test.tolist())
     return Splits(data, train, val, test, str(root), key)
 
 

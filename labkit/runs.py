@@ -64,10 +64,13 @@ def check_seeds(seeds) -> list[int]:
 
 
 def data_identity(*parts) -> str:
-    """A short hash of what a run trains and is tested on: tensors by their bytes, anything else by its
-    JSON text (paths, split seeds and fractions)."""
+    """A short hash of what a run trains and is tested on: a dataset by its cache key (``ImageSet.key``:
+    its files, the loader's settings and code) or, without one, by its pixels and labels; tensors by their
+    bytes; anything else by its JSON text (split seeds, index lists)."""
     digest = hashlib.sha256()
     for part in parts:
+        if hasattr(part, "images") and hasattr(part, "labels"):  # an ImageSet
+            part = part.key or data_identity(part.images, part.labels)
         if isinstance(part, torch.Tensor):
             digest.update(str((part.dtype, tuple(part.shape))).encode())
             digest.update(part.contiguous().numpy().tobytes())

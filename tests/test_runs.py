@@ -60,6 +60,10 @@ def test_data_identity_covers_pixels_labels_and_split():
     assert base != data_identity(changed, labels, [0, 1])
     assert base != data_identity(images, labels.flip(0), [0, 1])
     assert base != data_identity(images, labels, [0, 2])
+    from labkit.data import ImageSet
+    keyed = ImageSet(images, labels, ["a", "b"], key="stl10-abc")
+    assert data_identity(keyed) == data_identity(ImageSet(changed, labels, ["a", "b"], key="stl10-abc"))  # the key
+    assert data_identity(ImageSet(images, labels, ["a", "b"])) != data_identity(ImageSet(changed, labels, ["a", "b"]))
 
 
 def test_code_fingerprint_is_stable_and_covers_the_package():
