@@ -92,27 +92,54 @@ def load_data(data_source: str, data_dir: str | None, num_classes: int, class_or
     return Data(train, val, test, str(root), key)
 
 
-def pk_sampler(labels: torch.Tensor, m_per_class: int, batch_size: int):
-    """Class-balanced P x K batches: ``batch_size / m_per_class`` classes, ``m_per_class`` images each."""
-    from pytorch_metric_learning.samplers import MPerClassSampler
-    if batch_size % m_per_class:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of m_per_class={m_per_class} for P x K batches")
-    length = (len(labels) // batch_size) * batch_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MPerClassSampler(labels.numpy(), m_per_class, batch_size=batch_size, length_before_new_iter=length)
+class PKSampler:
+    """Class-balanced P x K batches: ``batch_size / m_per_class`` classes, ``m_per_class`` images each.
+
+    pytorch-metric-learning's ``MPerClassSampler`` draws them, but from numpy's global generator and while
+    reordering its own label list every epoch, so a resumed run would draw other batches. Here each epoch
+    draws with a fresh sampler from a generator seeded by the run's seed and the epoch (``set_epoch``, which
+    :class:`labkit.data.Batches` calls), like ``Batches``' own shuffle: resumed runs see the same batches.
+    """
+
+    def __init__(self, labels: torch.Tensor, m_per_class: int, batch_size: int, seed: int = 0):
+        if batch_size % m_per_class:
+            raise ValueError(f"batch_size={batch_size} must be a multiple of m_per_class={m_per_class} for "
+                             f"P x K batches")
+        self.labels, self.m_per_class, self.batch_size, self.seed = labels.numpy(), m_per_class, batch_size, seed
+        self.length = (len(labels) // batch_size) * batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        from pytorch_metric_learning.samplers import MPerClassSampler
+        from pytorch_metric_learning.utils import common_functions as c_f
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sampler = MPerClassSampler(self.labels, self.m_per_class, batch_size=self.batch_size,
+                                       length_before_new_iter=self.length)
+        saved = c_f.NUMPY_RANDOM  # the library draws from this module attribute
+        c_f.NUMPY_RANDOM = np.random.RandomState((self.seed * 1_000_003 + self.epoch) % 2**32)
+        try:
+            return iter(list(sampler))
+        finally:
+            c_f.NUMPY_RANDOM = saved
 
 
 def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
     """Fine-tune the pretrained ResNet-18 with the run's loss; curves on validation, the test set once."""
     num_classes = len(data.train.classes)
-    seed_everything(run.seed)  # MPerClassSampler draws from numpy's global generator
+    seed_everything(run.seed)
     model = classifier(resnet("resnet18", run["weights"]), num_classes=num_classes).to(device)
     terms = [cross_entropy_term()]
     order = "shuffle"
     if run["loss"] == "ce_triplet":
         terms.append(triplet_term(run["loss_weight"], run["margin"], run["miner"]))
-        order = pk_sampler(data.train.labels, run["m_per_class"], run["batch_size"])
+        order = PKSampler(data.train.labels, run["m_per_class"], run["batch_size"], seed=run.seed)
     elif run["loss"] == "ce_center":
         terms.append(center_term(run["loss_weight"], num_classes, model.head.in_features, run["center_alpha"],
                                  device))

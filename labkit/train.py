@@ -12,11 +12,13 @@ from __future__ import annotations
 import io
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -232,6 +234,30 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     return history
 
 
+def _rng_state() -> dict:
+    """Every generator a run draws from: torch's (initialisation, dropout), numpy's global one (samplers such
+    as pytorch-metric-learning's MPerClassSampler) and Python's. Stored as tensors and plain numbers, so the
+    checkpoint still loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_py = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                       "gauss": gauss_py}}
+
+
+def _set_rng_state(state) -> None:
+    if isinstance(state, torch.Tensor):  # checkpoints written before numpy's and Python's state were kept
+        torch.set_rng_state(state)
+        return
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss"]))
+
+
 def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, history: History,
                      gradient_flow: GradientFlow | None = None) -> None:
     blob = {
@@ -242,7 +268,7 @@ def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, histo
                            "optimizer": t.optimizer.state_dict() if t.optimizer is not None else {}}
                   for t in loss_terms},
         "history": history.to_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": _rng_state(),
         "gradient_flow": gradient_flow.rows if gradient_flow is not None else [],
     }
     buf = io.BytesIO()
@@ -262,5 +288,5 @@ def _load_checkpoint(path: Path, model, optimizer, loss_terms, gradient_flow=Non
             t.module.load_state_dict(state["module"])
         if t.optimizer is not None and state.get("optimizer"):
             t.optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(blob["rng"])
+    _set_rng_state(blob["rng"])
     return int(blob["epoch"]), History.from_dict(blob["history"])

@@ -99,3 +99,41 @@ def test_extra_loss_term_with_its_own_optimizer_and_hook():
     fit(model, Batches(images, labels, 32), epochs=1, optimizer=make_optimizer("sgd", model.parameters(), 0.01),
         loss_terms=[cross_entropy_term(), term], progress=False)
     assert scale.item() != 1.0 and seen == [32, 32, 32]
+
+
+def test_resume_is_identical_with_adam_the_center_term_and_the_pk_sampler(tmp_path):
+    """The hardest run kind to resume: Adam's moments, the center loss's centres (a buffer updated after
+    each step) and P x K batches drawn by pytorch-metric-learning's sampler from numpy's global generator."""
+    from labkit.device import seed_everything
+    from labkit.losses import center_term
+    from labkit.models import classifier
+    from labkit.q2_losses import PKSampler
+    import torchvision
+
+    labels = torch.arange(48) % 4
+    images = torch.from_numpy(render_many((labels * 3 + 1).tolist(), 16, seed=2)).permute(0, 3, 1, 2).contiguous()
+
+    def run(name, interrupt_at=None):
+        seed_everything(0)
+        backbone = torchvision.models.resnet18(num_classes=4)
+        model = classifier(backbone, num_classes=4, freeze_until="layer3")
+        center = center_term(0.1, 4, 512, 0.5, "cpu")
+        train = Batches(images, labels, 8, order=PKSampler(labels, 2, 8, seed=1), augment=True, seed=3, drop_last=True)
+
+        def stop(update, _model):
+            if update == interrupt_at:
+                raise KeyboardInterrupt
+
+        fit(model, train, epochs=3, optimizer=make_optimizer("adam", model.parameters(), 1e-3),
+            loss_terms=[cross_entropy_term(), center], checkpoint=tmp_path / f"{name}.pt", on_update=stop,
+            progress=False)
+        return model, center.module.centers.clone()
+
+    straight, straight_centers = run("straight")
+    with pytest.raises(KeyboardInterrupt):
+        run("resumed", interrupt_at=15)  # in the third epoch (6 updates per epoch)
+    seed_everything(123)  # a different global state before resuming: the checkpoint must restore it
+    resumed, resumed_centers = run("resumed")
+    assert torch.equal(straight_centers, resumed_centers)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

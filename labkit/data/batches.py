@@ -100,6 +100,8 @@ class Batches:
             return torch.arange(n)
         if self.order == "class_sorted":
             return torch.sort(self.labels, stable=True).indices
+        if hasattr(self.order, "set_epoch"):  # a sampler that draws per epoch (torch's DistributedSampler style)
+            self.order.set_epoch(self.epoch)
         return torch.as_tensor(list(iter(self.order)), dtype=torch.long)
 
     def num_samples(self) -> int:
