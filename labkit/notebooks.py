@@ -6,11 +6,13 @@ from pathlib import Path
 
 import yaml
 
-from labkit.params import PROFILES, unknown_parameters
+from labkit.params import PROFILES, ParameterError, unknown_parameters
 from labkit.paths import project_root
 
 NOTEBOOKS = {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
              "q3": "q3_dogs_vs_cats_optimizers.ipynb"}
+# The module that does each notebook's work: the report and sweeps check parameters with it before running.
+MODULES = {"q1": "labkit.q1_transfer", "q2": "labkit.q2_losses", "q3": "labkit.q3_optimizers"}
 TITLES = {"q1": "Q1 · STL-10 transfer learning (ResNet-50)", "q2": "Q2 · Tiny ImageNet losses (ResNet-18)",
           "q3": "Q3 · Dogs vs Cats optimizers (small CNN)"}
 
@@ -53,3 +55,18 @@ def default_parameters(key: str, profile: str | None = None) -> dict:
     if profile is not None:
         values.update(load_params(profile, key))
     return values
+
+
+def validate(key: str, params: dict) -> None:
+    """Check a notebook's parameters as its first cell will (names, values, every run list), so that
+    ``make report`` or a sweep stops before anything runs instead of failing in a later notebook.
+    Raises :class:`labkit.params.ParameterError` naming the notebook."""
+    import importlib
+    check_names(notebooks_dir() / NOTEBOOKS[key], params)
+    if key not in MODULES:
+        return
+    module = importlib.import_module(MODULES[key])
+    try:
+        module.plan(module.parameters({**default_parameters(key), **params}))
+    except ParameterError as err:
+        raise ParameterError(f"{NOTEBOOKS[key]}: {err}") from None

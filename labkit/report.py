@@ -28,6 +28,10 @@ NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-ge
                "LABKIT_CHROMIUM to a Chrome/Chromium binary, then run the report again.")
 
 
+# Every status but "ok" is flagged on the index, each in words.
+FLAGS = {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED", "failed": "FAILED"}
+
+
 class _CellProgress(logging.Handler):
     """Turns papermill's per-cell log records into one short line per cell, readable in a plain log."""
 
@@ -185,7 +189,7 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     table = summary_rows(results, written)
     atomic_write_text(root / "summary.csv", table.to_csv(index=False))
     e = html.escape
-    flags = {"diverged": "DIVERGED", "below_chance": "BELOW CHANCE", "failed": "FAILED"}
+    flags = FLAGS
     body_rows = []
     for _, row in table.iterrows():
         ci = f"{_percent(row['ci_low'])}–{_percent(row['ci_high'])}" if row["ci_low"] is not None and not pd.isna(
@@ -209,6 +213,7 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 tr.diverged td, tr.below_chance td, tr.failed td, .failed {{ color: #b00020; font-weight: 600; }}
+tr.at_chance td {{ color: #8a5a00; font-weight: 600; }}
 .note {{ color: #555; font-size: 0.9em; }}
 </style></head><body>
 <h1>labkit report — profile <code>{e(profile)}</code></h1>
@@ -242,9 +247,12 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
     chromium = find_chromium()
     results: list[NotebookResult] = []
     started = dt.datetime.now().astimezone()
-    for key in keys:
-        params = {**registry.load_params(profile, key), "profile": profile,
-                  "output_dir": str((root / key).resolve())}
+    planned = {}
+    for key in keys:  # every notebook's parameters are checked before the first one runs
+        planned[key] = {**registry.load_params(profile, key), "profile": profile,
+                        "output_dir": str((root / key).resolve())}
+        registry.validate(key, planned[key])
+    for key, params in planned.items():
         (root / key / "metrics.json").unlink(missing_ok=True)  # never show a stale result for a failed run
         print(f"[{key}] running {registry.NOTEBOOKS[key]} (profile {profile})", flush=True)
         t = time.perf_counter()

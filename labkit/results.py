@@ -9,7 +9,7 @@ from pathlib import Path
 
 from labkit.paths import atomic_write_bytes, atomic_write_text
 
-STATUSES = ("ok", "diverged", "below_chance", "failed")
+STATUSES = ("ok", "at_chance", "below_chance", "diverged", "failed")
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

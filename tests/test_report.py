@@ -67,7 +67,8 @@ def _index_links(root: Path) -> set[str]:
 
 
 def test_index_summary_has_our_numbers_beside_the_original(smoke_report):
-    root, _ = smoke_report
+    root, code = smoke_report
+    assert code == 0  # with or without Chromium: a report whose notebooks all ran exits 0
     import pandas as pd
     summary = pd.read_csv(root / "summary.csv")
     q3 = summary[summary["notebook"] == "q3"].set_index("run")
@@ -150,3 +151,34 @@ def test_without_chromium_the_html_is_still_produced(tiny_project, monkeypatch, 
     assert "no PDF" in out and "apt-get install chromium" in out
     assert (tiny_project / "out" / "good" / "good.report.html").exists()
     assert (tiny_project / "out" / "index.html").exists() and not list((tiny_project / "out").rglob("*.pdf"))
+
+
+def test_a_bad_parameter_in_a_later_notebook_stops_before_anything_runs(tiny_project):
+    (tiny_project / "notebooks" / "params" / "smoke" / "good.yaml").write_text("profile: smoke\nlearning_rate: 1\n")
+    with pytest.raises(report.ParameterError, match=r"good.ipynb: unknown parameter\(s\) 'learning_rate'"):
+        report.make_report("smoke", out_root=tiny_project / "out")  # "bad" comes first and must not have run
+    assert not (tiny_project / "out" / "bad").exists()
+
+
+def test_bad_values_in_a_question_notebook_are_caught_before_running():
+    with pytest.raises(report.ParameterError, match=r"q3_dogs_vs_cats_optimizers.ipynb: run 'x': betas="):
+        registry.validate("q3", {"profile": "smoke", "runs_betas": [{"name": "x", "betas": [0.9, 1.0]}]})
+    with pytest.raises(report.ParameterError, match=r"q1_stl10_transfer.ipynb: .*'svm_c' = -1.0 is out of range"):
+        registry.validate("q1", {"svm_c": -1.0})
+    for key in available():
+        for profile in ("demo", "smoke", "full"):
+            registry.validate(key, registry.load_params(profile, key))  # every shipped profile file is valid
+
+
+def test_every_status_but_ok_is_flagged_on_the_index(tiny_project):
+    body = ("from labkit.results import Results\n"
+            "r = Results('good', profile, 'none', 'cpu', {}, output_dir)\n"
+            "for i, s in enumerate(['ok', 'at_chance', 'below_chance', 'diverged', 'failed']):\n"
+            "    r.add_run(f'run_{s}', None if s in ('diverged', 'failed') else 0.5, status=s)\n"
+            "r.write()")
+    _tiny_notebook(tiny_project / "notebooks" / "good.ipynb", body)
+    assert report.make_report("smoke", only=["good"], out_root=tiny_project / "out") == 0
+    index = (tiny_project / "out" / "index.html").read_text()
+    for status, flag in report.FLAGS.items():
+        assert f"<tr class='{status}'>" in index and flag in index, status
+    assert "<tr class='ok'>" in index
