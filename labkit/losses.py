@@ -64,14 +64,20 @@ def center_term(weight: float, num_classes: int, dim: int, alpha: float, device)
 
 
 class CenterLoss(nn.Module):
-    """Center loss of Wen et al. (ECCV 2016), exactly as in the paper.
+    """Center loss of Wen et al. (ECCV 2016), as a per-sample mean.
 
-    L_C = 1/2 * sum_i ||x_i - c_{y_i}||^2 over the mini-batch (Eq. 2). The centers are
-    not learned by back-propagation: after each update they move by Eq. 4,
+    L_C = 1/2 * mean_i ||x_i - c_{y_i}||^2 over the mini-batch. The paper's Eq. 2 sums over the batch;
+    its authors' own code divides by the batch size, and so do we: cross-entropy is a batch mean too,
+    so a loss weight lambda then means the same at every batch size (with the sum, 0.1 at batch 64
+    acts like 6.4). The gradient with respect to x_i is (x_i - c_{y_i}) / B. The centres are not learned
+    by back-propagation: after each update they move by Eq. 4,
         delta c_j = sum_i [y_i = j] (c_j - x_i) / (1 + sum_i [y_i = j]),
         c_j <- c_j - alpha * delta c_j,
-    independently of the loss weight lambda. They are a buffer, so they are saved
-    with checkpoints but no optimizer touches them.
+    independently of lambda. They are buffers, so checkpoints keep them and no optimizer touches them.
+
+    A class's centre starts at the mean of its features in the first batch that holds it. Centres that
+    all start at zero would make the first updates pull every feature towards the origin, a pull that
+    has nothing to do with the classes and only shrinks the features.
     """
 
     def __init__(self, num_classes: int, dim: int, alpha: float = 0.5):
@@ -80,15 +86,28 @@ class CenterLoss(nn.Module):
             raise ValueError(f"center_alpha={alpha} is not allowed; allowed: a number in (0, 1]")
         self.alpha = alpha
         self.register_buffer("centers", torch.zeros(num_classes, dim))
+        self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def _initialize(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        new = torch.unique(labels[~self.initialized[labels]])
+        if len(new):
+            counts = torch.bincount(labels, minlength=len(self.centers)).to(features.dtype)
+            sums = torch.zeros_like(self.centers).index_add_(0, labels, features)
+            self.centers[new] = sums[new] / counts[new, None]
+            self.initialized[new] = True
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        diff = features.float() - self.centers[labels]
-        return 0.5 * (diff * diff).sum()
+        features = features.float()
+        self._initialize(features.detach(), labels)
+        diff = features - self.centers[labels]
+        return 0.5 * (diff * diff).sum(1).mean()
 
     @torch.no_grad()
     def update_centers(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 4 of the paper, for every class present in the batch at once."""
         features = features.float()
+        self._initialize(features, labels)
         counts = torch.bincount(labels, minlength=len(self.centers)).to(features.dtype)
         sums = torch.zeros_like(self.centers).index_add_(0, labels, features)
         delta = (counts[:, None] * self.centers - sums) / (1.0 + counts[:, None])

@@ -116,6 +116,8 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     seen = 0
     pending = []
     optimizers = [optimizer] + [t.optimizer for t in loss_terms if t.optimizer]
+    hooks = [t.after_update for t in loss_terms if t.after_update]
+    step_outputs = []
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):
@@ -129,16 +131,23 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
         correct += hits.sum()
         seen += len(y)
         pending.append((detached, hits.float().mean()))
+        if hooks:
+            step_outputs.append((ModelOutput(out.logits.detach(), None if out.embedding is None
+                                             else out.embedding.detach()), y))
         if (i + 1) % step_every == 0 or i + 1 == len(share):
             update += 1
             if gradient_flow is not None:
                 gradient_flow.record(update)
             for opt in optimizers:
                 opt.step()
-            for term in loss_terms:
-                if term.after_update:
-                    term.after_update(ModelOutput(out.logits.detach(), None if out.embedding is None
-                                                  else out.embedding.detach()), y)
+            if hooks:  # e.g. the center update: it sees every batch of the step, not only the last one
+                step_out = ModelOutput(torch.cat([o.logits for o, _ in step_outputs]),
+                                       None if out.embedding is None else torch.cat([o.embedding
+                                                                                     for o, _ in step_outputs]))
+                step_y = torch.cat([t for _, t in step_outputs])
+                for hook in hooks:
+                    hook(step_out, step_y)
+                step_outputs = []
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
             losses = torch.stack([l for l, _ in pending])
