@@ -36,3 +36,21 @@ def autocast(device: torch.device, enabled: bool = True):
     """bf16 autocast on CUDA only: on the CPU it would slow the small models down and change numbers."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                           enabled=enabled and device.type == "cuda")
+
+
+def device_name(device: torch.device) -> str:
+    """What a run's cost was measured on: the GPU's name and memory, or the CPU's model and core count."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    import os
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} ({os.cpu_count()} cores)"

@@ -2,6 +2,7 @@
 set once, record to metrics.json, and summarise across seeds beside the original report's numbers."""
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -10,7 +11,7 @@ import pandas as pd
 
 from labkit import metrics
 from labkit.reference import reference_accuracy
-from labkit.results import Results, run_status
+from labkit.results import COST_KEYS, FLAGS, Results, run_status
 from labkit.runs import Run, run_key
 from labkit.text import is_number, percent
 from labkit.train import History
@@ -18,7 +19,7 @@ from labkit.train import History
 
 @dataclass
 class Outcome:
-    """One trained and tested run (one seed)."""
+    """One trained and tested run (one seed). A run that raised has ``error`` set and no predictions."""
 
     name: str
     settings: dict
@@ -28,6 +29,8 @@ class Outcome:
     y_pred: np.ndarray
     extra: dict = field(default_factory=dict)  # other fractions for metrics.json (macro_f1, ...)
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
+    cost: dict = field(default_factory=dict)  # train_seconds, train_images_per_second, epochs, updates
+    error: str | None = None
 
     @property
     def diverged(self) -> bool:
@@ -35,14 +38,17 @@ class Outcome:
 
     @property
     def accuracy(self) -> float | None:
-        if self.diverged or not len(self.y_true):
+        if self.diverged or self.error or not len(self.y_true):
             return None
         return float((self.y_true == self.y_pred).mean())
 
 
 class Runner:
     """Trains and tests runs with ``train_and_test(run) -> Outcome``, each distinct (settings, seed) once:
-    two run names with equal settings share one training and each is recorded under its own name."""
+    two run names with equal settings share one training and each is recorded under its own name.
+
+    A run that raises is recorded as failed, with its error, and the other runs go on (out of GPU memory
+    says which ``batch_size`` was tried); an interrupt (Ctrl-C) still stops everything."""
 
     def __init__(self, train_and_test: Callable[[Run], Outcome]):
         self.train_and_test = train_and_test
@@ -54,30 +60,52 @@ class Runner:
     def one(self, run: Run) -> Outcome:
         key = run_key("", run.settings, run.seed)
         if key not in self._done:
-            self._done[key] = self.train_and_test(run)
+            try:
+                self._done[key] = self.train_and_test(run)
+            except Exception as err:  # noqa: BLE001 - recorded as a failed run, shown in the notebook
+                traceback.print_exc()
+                self._done[key] = Outcome(run.name, run.settings, run.seed, None, np.array([]), np.array([]),
+                                          error=failure_message(err, run))
         done = self._done[key]
         return Outcome(run.name, run.settings, run.seed, done.history, done.y_true, done.y_pred, dict(done.extra),
-                       done.artifacts)
+                       done.artifacts, dict(done.cost), done.error)
 
 
-def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float) -> pd.DataFrame:
+def failure_message(err: Exception, run: Run) -> str:
+    message = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    if "out of memory" in str(err).lower():
+        message += f" (out of memory at batch_size={run.settings.get('batch_size')}: try a smaller batch_size)"
+    return message
+
+
+def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float | None = None) -> pd.DataFrame:
     """One row per run name: accuracy (mean over seeds), its spread, a 95 % Wilson interval for the
-    test-set noise, status, and the original report's number beside it."""
+    test-set noise, status from that interval against chance (the test set's majority-class share unless
+    given), cost, and the original report's number beside it."""
     rows = {}
     for name, runs in outcomes.items():
         accs = [o.accuracy for o in runs]
         ok = [a for a in accs if a is not None]
-        n = len(runs[0].y_true)
+        tested = next((o for o in runs if len(o.y_true)), None)
+        n = len(tested.y_true) if tested is not None else 0
         mean = float(np.mean(ok)) if ok else None
         low, high = metrics.wilson_interval(round(mean * n), n) if ok else (None, None)
-        status = run_status(mean, chance, diverged=len(ok) < len(accs))
+        errors = [o.error for o in runs if o.error]
+        level = chance if chance is not None else (metrics.majority_share(tested.y_true) if tested else None)
+        status = run_status(mean, n, level, diverged=any(o.diverged for o in runs), failed=bool(errors))
         rows[name] = {"accuracy": mean, "std_over_seeds": float(np.std(ok, ddof=1)) if len(ok) > 1 else None,
                       "seeds": len(runs), "ci_low": low, "ci_high": high, "status": status,
-                      "original": reference_accuracy(notebook, name)}
-        for key in runs[0].extra:
+                      "original": reference_accuracy(notebook, name), "error": errors[0] if errors else None}
+        for key in COST_KEYS:
+            vals = [o.cost[key] for o in runs if o.cost.get(key) is not None]
+            rows[name][key] = float(np.mean(vals)) if vals else None
+        for key in next((o.extra for o in runs if o.extra), {}):
             vals = [o.extra.get(key) for o in runs if o.extra.get(key) is not None]
             rows[name][key] = float(np.mean(vals)) if vals else None
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original", "error")
 
 
 def record(results: Results, table: pd.DataFrame) -> None:
@@ -86,14 +114,15 @@ def record(results: Results, table: pd.DataFrame) -> None:
         return float(v) if is_number(v) else None
 
     for name, row in table.iterrows():
-        extra = {k: value(v) for k, v in row.items()
-                 if k not in ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original")}
+        extra = {k: value(v) for k, v in row.items() if k not in SUMMARY_COLUMNS}
+        if isinstance(row.get("error"), str):
+            extra["error"] = row["error"]
         results.add_run(name, value(row["accuracy"]), status=row["status"], accuracy_ci_low=value(row["ci_low"]),
                         accuracy_ci_high=value(row["ci_high"]), **extra)
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:
-    """Percentages for reading; flags for runs that diverged or ended below chance."""
+    """Percentages for reading; the training time; flags for every run that is not ok."""
     out = pd.DataFrame(index=table.index)
 
     def pct(v):
@@ -105,21 +134,69 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
     if table["seeds"].max() > 1:
         out["std over seeds"] = [pct(v) for v in table["std_over_seeds"]]
     out["original report (%)"] = [pct(v) for v in table["original"]]
-    out["status"] = [{"ok": "", "diverged": "DIVERGED", "below_chance": "BELOW CHANCE"}.get(s, s)
-                     for s in table["status"]]
+    seconds = table["train_seconds"] if "train_seconds" in table else [None] * len(table)
+    out["train time (s)"] = [f"{v:.1f}" if is_number(v) else "" for v in seconds]
+    out["status"] = [FLAGS.get(s, "") for s in table["status"]]
     return out
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment: the family-wise error stays at the level over all the pairs tested."""
+    order = np.argsort(p_values)
+    m, adjusted, running = len(p_values), [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str]) -> pd.DataFrame:
-    """Pairwise: is the difference between two runs within noise? McNemar's exact test on the
-    first seed's test predictions (paired, same test set), at ``metrics.SIGNIFICANCE``."""
+    """Pairwise: is the difference between two runs more than noise? For every training seed, McNemar's
+    exact test on the same test images, Holm-adjusted over the pairs of the part; a pair is a "real
+    difference" when the adjusted p < ``metrics.SIGNIFICANCE`` in a majority of the seeds. A run without
+    a training seed (deterministic) is compared with every seed of the other."""
+    names = [n for n in names if n in outcomes]
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    seeds = max((len(outcomes[n]) for n in names), default=0)
+    raw = {pair: [] for pair in pairs}
+    adjusted = {pair: [] for pair in pairs}
+    for k in range(seeds):
+        tested = {}
+        for a, b in pairs:
+            oa, ob = outcomes[a][min(k, len(outcomes[a]) - 1)], outcomes[b][min(k, len(outcomes[b]) - 1)]
+            if oa.accuracy is not None and ob.accuracy is not None:
+                tested[(a, b)] = metrics.mcnemar(oa.y_true, oa.y_pred, ob.y_pred)
+        for pair, p_adj in zip(tested, holm(list(tested.values()))):
+            raw[pair].append(tested[pair])
+            adjusted[pair].append(p_adj)
     rows = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            oa, ob = outcomes[a][0], outcomes[b][0]
-            if oa.accuracy is None or ob.accuracy is None:
-                continue
-            p = metrics.mcnemar(oa.y_true, oa.y_pred, ob.y_pred)
-            rows.append({"run A": a, "run B": b, "accuracy A": oa.accuracy, "accuracy B": ob.accuracy,
-                         "McNemar p": p, "verdict": metrics.verdict(p)})
+    for a, b in pairs:
+        if not raw[(a, b)]:
+            continue
+        real = sum(p < metrics.SIGNIFICANCE for p in adjusted[(a, b)])
+        acc_a = np.mean([o.accuracy for o in outcomes[a] if o.accuracy is not None])
+        acc_b = np.mean([o.accuracy for o in outcomes[b] if o.accuracy is not None])
+        rows.append({"run A": a, "run B": b, "accuracy A": acc_a, "accuracy B": acc_b,
+                     "McNemar p": raw[(a, b)][0] if len(raw[(a, b)]) == 1 else raw[(a, b)],
+                     "Holm p": adjusted[(a, b)][0] if len(adjusted[(a, b)]) == 1 else adjusted[(a, b)],
+                     "real in seeds": f"{real} of {len(adjusted[(a, b)])}",
+                     "verdict": "real difference" if real > len(adjusted[(a, b)]) / 2 else "within noise"})
     return pd.DataFrame(rows)
+
+
+def verdict_text(verdicts: pd.DataFrame) -> str:
+    """The pairwise verdicts as prose: "a vs b: within noise (Holm-adjusted p = 0.41); ..." with one seed,
+    "a vs b: real difference in 2 of 3 seeds (Holm-adjusted p = 0.01, 0.03, 0.2)" with several."""
+    def ps(v):
+        return ", ".join(f"{p:.3g}" for p in (v if isinstance(v, list) else [v]))
+
+    parts = []
+    for _, row in verdicts.iterrows():
+        several = isinstance(row["Holm p"], list)
+        seeds = f" in {row['real in seeds']} seeds" if several and row["verdict"] == "real difference" else ""
+        parts.append(f"{row['run A']} vs {row['run B']}: {row['verdict']}{seeds} (Holm-adjusted p = "
+                     f"{ps(row['Holm p'])})")
+    text = "; ".join(parts)
+    if len(verdicts) and not isinstance(verdicts["Holm p"].iloc[0], list):
+        text += " — one seed: a verdict from a single training run"
+    return text

@@ -40,6 +40,23 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def chance_status(accuracy: float, n: int, chance: float, confidence: float = 0.95) -> str:
+    """"below_chance" when the Wilson interval's upper bound is below ``chance``, "at_chance" when the
+    interval holds it, "ok" when its lower bound is above it. ``chance`` is the test set's majority-class
+    share (1/K for balanced sets). A point estimate alone would flag 49.8 % of 1,200 images as below
+    chance (noise) and pass a model that predicts one class of a balanced pair (50.0 %)."""
+    low, high = wilson_interval(round(accuracy * n), n, confidence)
+    if high < chance:
+        return "below_chance"
+    return "ok" if low > chance else "at_chance"
+
+
+def majority_share(y_true) -> float:
+    """Chance for a classifier that always predicts the most common class of the test set."""
+    y = _np(y_true)
+    return float(np.bincount(y).max() / len(y)) if len(y) else 0.0
+
+
 def accuracy(y_true, y_pred, confidence: float = 0.95) -> Accuracy:
     y_true, y_pred = _np(y_true), _np(y_pred)
     correct = int((y_true == y_pred).sum())

@@ -74,7 +74,7 @@ COMMON = {
     "epochs": Spec(int, min=0),
     "seed": Spec(int, min=0, note="the data split's seed"),
     "seeds": Spec(list, note="training seeds, e.g. [0] or [0, 1, 2]: each run is repeated once per seed"),
-    "val_fraction": Spec(float, min=0.01, max=0.99),
+    "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split, train on the whole training split"),
     "device": Spec(str, note="'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps'"),
 }
 

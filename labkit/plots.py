@@ -109,12 +109,24 @@ def embedding_scatter(points: np.ndarray, labels, classes: list[str], ax=None, t
 
 def bar_with_ci(table: pd.DataFrame, ax=None, value: str = "accuracy", low: str = "ci_low", high: str = "ci_high",
                 reference: str | None = "original", title: str = "Test accuracy"):
-    """Horizontal bars of ``value`` per row with CI whiskers, and the original's number as a marker."""
+    """Horizontal bars of ``value`` per row with CI whiskers, and the original's number as a marker.
+    A run with no accuracy (diverged or failed) gets an empty hatched bar labelled with its status, never
+    a 0 % bar."""
     ax = _axes(ax, (6, 0.45 * len(table) + 1.2))
     y = np.arange(len(table))
-    vals = table[value].astype(float).to_numpy()
-    err = np.clip(np.vstack([vals - table[low].astype(float), table[high].astype(float) - vals]), 0, None)
-    ax.barh(y, vals, xerr=err, color="tab:blue", alpha=0.8, capsize=3, label="ours (95 % CI)")
+    vals = pd.to_numeric(table[value], errors="coerce").to_numpy(dtype=float)
+    missing = np.isnan(vals)
+    shown = np.where(missing, 0.0, vals)
+    lows = pd.to_numeric(table[low], errors="coerce").to_numpy(dtype=float)
+    highs = pd.to_numeric(table[high], errors="coerce").to_numpy(dtype=float)
+    err = np.nan_to_num(np.clip(np.vstack([shown - lows, highs - shown]), 0, None))
+    ax.barh(y[~missing], shown[~missing], xerr=err[:, ~missing], color="tab:blue", alpha=0.8, capsize=3,
+            label="ours (95 % CI)")
+    statuses = table["status"] if "status" in table else pd.Series("no result", index=table.index)
+    for yi, status in zip(y[missing], statuses[missing]):
+        ax.barh(yi, 1.0, color="none", edgecolor="tab:red", hatch="//", lw=0.8)
+        ax.text(0.02, yi, str(status).replace("_", " ").upper(), va="center", color="tab:red", fontsize=8,
+                fontweight="bold")
     if reference and reference in table:
         ref = table[reference].astype(float)
         ax.scatter(ref, y, marker="D", color="tab:red", zorder=3, label="original report")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from labkit import metrics, standin
 from labkit.data import Batches, ImageSet, STL10_CLASSES, load_stl10, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
-from labkit.experiments import Outcome
+from labkit.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
 from labkit.optim import OPTIMIZERS, make_optimizer
@@ -40,7 +41,7 @@ RUN_SPECS = {
     "batch_size": Spec(int, min=1),
     "epochs": Spec(int, min=1),
     "augment": Spec(bool),
-    "val_fraction": Spec(float, min=0.01, max=0.99),
+    "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split"),
 }
 PARAM_SPECS = {
     "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-50 state-dict file"),
@@ -137,11 +138,13 @@ def _weights_id(weights: str) -> str:
 def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, device: torch.device,
             weights: str, arch: str, batch_size: int = 128) -> dict:
     """Pooled features (2048-d for ResNet-50) and source-class logits for every image, in one
-    inference pass (autocast on CUDA), cached under ``data/cache/features/`` keyed by the weights,
+    inference pass in fp32, cached under ``data/cache/features/`` keyed by the weights,
     the image size and the images themselves, so re-running with other SVM settings is instant."""
     digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:16]
-    key = hashlib.sha1(f"{arch}|{_weights_id(weights)}|{image_size}|{digest}|{code_fingerprint()}".encode()
-                       ).hexdigest()[:20]
+    # fp32 on every device: with logits of 10 to 20, bf16's resolution (about 0.06) could flip near-ties of
+    # the zero-shot argmax over 1,000 classes; the key holds the device type and the precision anyway
+    key = hashlib.sha1(f"{arch}|{_weights_id(weights)}|{image_size}|{digest}|{device.type}|fp32|"
+                       f"{code_fingerprint()}".encode()).hexdigest()[:20]
     path = cache_dir("features") / f"{arch}-{key}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
@@ -151,7 +154,7 @@ def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, de
     try:
         out = predict(model, Batches(images, torch.zeros(len(images), dtype=torch.long), batch_size,
                                      order="sequential", image_size=image_size, device=device,
-                                     channels_last=True), device)
+                                     channels_last=True), device, mixed_precision=False)
     finally:
         hook.remove()
     blob = {"avgpool": torch.cat(pooled), "fc": out["logits"]}
@@ -205,17 +208,22 @@ def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
         pred = test["predictions"].numpy()
         ok = history.status == "ok"
         return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
-                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None})
+                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None},
+                       cost=history.cost())
     train, test, mapping, source_name = features(data, run, device)
     if method == "svm":
         layer = run["feature_layer"]
+        started = time.perf_counter()
         svm = train_svm(train[layer].numpy(), data.train.labels.numpy(), run["svm_kernel"], run["svm_c"], run.seed)
+        seconds = time.perf_counter() - started  # the SVM's fit; the cached feature pass is not training
         pred = svm.predict(test[layer].numpy())
         roc = metrics.roc_curves(y_test, svm.decision_function(test[layer].numpy()), data.train.classes)
         return Outcome(run.name, run.settings, run.seed, None, y_test, pred,
                        extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX),
                               "auc_macro": roc["macro"]["auc"], "auc_micro": roc["micro"]["auc"]},
-                       artifacts={"roc": roc, "dim": test[layer].shape[1]})
+                       artifacts={"roc": roc, "dim": test[layer].shape[1]},
+                       cost={"train_seconds": seconds, "train_images_per_second": len(data.train) / seconds,
+                             "epochs": None, "updates": None})
     pred = zero_shot(test["fc"], mapping, restricted=method == "zero_shot_restricted")
     extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
     return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,
@@ -228,7 +236,8 @@ def finetune(run: Run, data: Data, device: torch.device):
     seed_everything(run.seed)
     model = classifier(resnet(run["arch"], run["weights"]), num_classes=OTHER_INDEX, hidden=run["hidden_units"],
                        freeze_until=run["freeze_until"], dropout=run["dropout"]).to(device)
-    train_idx, val_idx = stratified_split(data.train.labels.numpy(), run["val_fraction"], data.split_seed)
+    train_idx, val_idx = stratified_split(data.train.labels.numpy(), run["val_fraction"], data.split_seed,
+                                          "val_fraction")
     tr, va = data.train.subset(train_idx), data.train.subset(val_idx)
     # channels-last helps ResNet convolutions on CPUs too (about 10 % here), not only on GPUs
     common = dict(image_size=run["image_size"], device=device, channels_last=True)
@@ -237,7 +246,7 @@ def finetune(run: Run, data: Data, device: torch.device):
     history = fit(model, Batches(tr.images, tr.labels, run["batch_size"], augment=run["augment"], seed=run.seed,
                                  **common),
                   epochs=run["epochs"], optimizer=opt,
-                  val=Batches(va.images, va.labels, 128, order="sequential", **common),
+                  val=Batches(va.images, va.labels, 128, order="sequential", **common) if len(va) else None,
                   checkpoint=checkpoint_path("q1", run, data.key), device=device, desc="fine-tune",
                   channels_last=True)
     test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device)
@@ -254,10 +263,9 @@ def findings(summary, outcomes: dict) -> str:
     ranked = sorted((k for k in acc if is_number(acc[k])), key=lambda k: -acc[k])
     lines = ["**Ranking in this run:** " + " > ".join(f"{labels[k]} ({percent(acc[k])})" for k in ranked) + "."]
     if is_number(acc.get("finetune")) and is_number(acc.get("svm")):
-        ft, svm = outcomes["finetune"][0], outcomes["svm"][0]
-        p = metrics.mcnemar(ft.y_true, ft.y_pred, svm.y_pred)
-        lines.append(f"Fine-tuning vs the SVM: McNemar's exact test on the same {len(ft.y_true)} test images gives "
-                     f"p = {p:.3g}, {metrics.verdict(p)}.")
+        verdicts = noise_verdicts(outcomes, ["finetune", "svm"])
+        lines.append(f"Fine-tuning vs the SVM, McNemar's exact test on the same {len(outcomes['svm'][0].y_true)} "
+                     f"test images: {verdict_text(verdicts)}.")
     if "zero_shot" in outcomes:
         zs = outcomes["zero_shot"][0]
         lines.append(f"The original rule predicts `other` for {percent(zs.extra['other_rate'])} of the test images "

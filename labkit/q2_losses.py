@@ -56,13 +56,23 @@ def plan(P: dict) -> dict[str, list[Run]]:
     defaults = {"loss": "ce", "loss_weight": 0.0, **{k: P[k] for k in (
         "lr", "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
         "image_size")}}
-    return resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], check=_check_run)
+    return resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"],
+                        check=lambda name, settings: _check_run(name, settings, P["num_classes"]))
 
 
-def _check_run(name: str, settings: dict) -> dict:
-    if settings["loss"] == "ce_triplet" and settings["batch_size"] % settings["m_per_class"]:
-        raise ParameterError(f"run {name!r}: batch_size={settings['batch_size']} must be a multiple of "
-                             f"m_per_class={settings['m_per_class']} for the triplet run's P x K batches")
+def _check_run(name: str, settings: dict, num_classes: int) -> dict:
+    """P x K batches (the triplet run's) need batch_size = P x m_per_class with P distinct classes."""
+    if settings["loss"] != "ce_triplet":
+        return settings
+    batch, m = settings["batch_size"], settings["m_per_class"]
+    if batch % m:
+        raise ParameterError(f"run {name!r}: batch_size={batch} must be a multiple of m_per_class={m} for the "
+                             f"triplet run's P x K batches (e.g. batch_size={max(m, batch // m * m)})")
+    if batch // m > num_classes:
+        raise ParameterError(
+            f"run {name!r}: batch_size={batch} with m_per_class={m} needs {batch // m} classes per batch, but "
+            f"num_classes={num_classes}: use num_classes >= {batch // m}, or batch_size <= {num_classes * m}, "
+            f"or m_per_class >= {-(-batch // num_classes)} (a divisor of batch_size)")
     return settings
 
 
@@ -86,7 +96,7 @@ def load_data(data_source: str, data_dir: str | None, num_classes: int, class_or
     size = decode_size(image_size, TINY_IMAGENET_SIZE)
     train_all = load_tiny_imagenet(root, "train", num_classes, class_order, image_size=size)
     test = load_tiny_imagenet(root, "val", num_classes, class_order, image_size=size)
-    tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed)
+    tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed, "val_fraction")
     train, val = train_all.subset(tr), train_all.subset(va)
     key = data_identity(train, val, test)
     return Data(train, val, test, str(root), key)
@@ -146,7 +156,7 @@ def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
     common = dict(image_size=run["image_size"], device=device, channels_last=device.type == "cuda")
     train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=run["augment"],
                     seed=run.seed, drop_last=run["loss"] == "ce_triplet", **common)
-    val = Batches(data.val.images, data.val.labels, 256, order="sequential", **common)
+    val = Batches(data.val.images, data.val.labels, 256, order="sequential", **common) if len(data.val) else None
     test = Batches(data.test.images, data.test.labels, 256, order="sequential", **common)
     opt = make_optimizer("adam", model.parameters(), run["lr"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val, loss_terms=terms,
@@ -154,7 +164,7 @@ def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
     p = predict(model, test, device)
     y, pred = p["labels"].numpy(), p["predictions"].numpy()
     out = Outcome(run.name, run.settings, run.seed, history, y, pred,
-                  artifacts={"embeddings": p["embeddings"].numpy()})
+                  artifacts={"embeddings": p["embeddings"].numpy()}, cost=history.cost())
     if history.status == "ok":
         out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
     return out
@@ -184,7 +194,7 @@ def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
 
 def findings(summary, outcomes: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
-    from labkit.experiments import noise_verdicts
+    from labkit.experiments import noise_verdicts, verdict_text
     from labkit.text import percent
 
     names = list(summary.index)
@@ -197,7 +207,6 @@ def findings(summary, outcomes: dict) -> str:
         lines.append("Flagged runs: " + ", ".join(f"`{n}` ({summary.loc[n, 'status']})" for n in flagged) + ".")
     verdicts = noise_verdicts(outcomes, [n for n in names if n in outcomes])
     if len(verdicts):
-        lines.append("Pairwise (McNemar's exact test on the same test images): " + "; ".join(
-            f"{a} vs {b}: {v} (p = {p:.3g})" for a, b, v, p in
-            zip(verdicts["run A"], verdicts["run B"], verdicts["verdict"], verdicts["McNemar p"])) + ".")
+        lines.append("Pairwise (McNemar's exact test on the same test images, Holm-adjusted over the pairs): "
+                     + verdict_text(verdicts) + ".")
     return "\n\n".join(lines)

@@ -12,9 +12,9 @@ import torch
 from labkit.data import Batches, ImageSet, load_dogs_vs_cats, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
-from labkit.experiments import Outcome, noise_verdicts
+from labkit.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.gradflow import GradientFlow
-from labkit.metrics import SIGNIFICANCE, wilson_interval
+from labkit.metrics import SIGNIFICANCE
 from labkit.models import SmallCNN
 from labkit.optim import OPTIMIZERS, make_optimizer
 from labkit.params import ParameterError, Spec, from_notebook
@@ -89,8 +89,8 @@ def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic
     with warnings.catch_warnings():  # the notebook shows the skipped files' count and an example itself
         warnings.simplefilter("ignore", UserWarning)
         data = load_dogs_vs_cats(root, image_size=image_size)
-    train_val, test = stratified_split(data.labels.numpy(), test_fraction, seed)
-    tr, va = stratified_split(data.labels[train_val].numpy(), val_fraction, seed)
+    train_val, test = stratified_split(data.labels.numpy(), test_fraction, seed, "test_fraction")
+    tr, va = stratified_split(data.labels[train_val].numpy(), val_fraction, seed, "val_fraction")
     train, val = train_val[tr], train_val[va]
     key = data_identity(data, train.tolist(), val.tolist(), test.tolist())
     return Splits(data, train, val, test, str(root), key)
@@ -106,7 +106,8 @@ def train_and_test(run: Run, splits: Splits, device: torch.device) -> Outcome:
     order = "class_sorted" if run["order"] == "class_sorted" else "shuffle"
     train = Batches(d.images[splits.train], d.labels[splits.train], run["batch_size"], order=order,
                     augment=False, device=device, seed=run.seed, channels_last=True)
-    val = Batches(d.images[splits.val], d.labels[splits.val], 256, order="sequential", device=device)
+    val = Batches(d.images[splits.val], d.labels[splits.val], 256, order="sequential", device=device) \
+        if len(splits.val) else None
     test = Batches(d.images[splits.test], d.labels[splits.test], 256, order="sequential", device=device)
     flow = GradientFlow(model, every=run["gradient_flow_every"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val,
@@ -115,7 +116,7 @@ def train_and_test(run: Run, splits: Splits, device: torch.device) -> Outcome:
                   channels_last=True)
     p = predict(model, test, device)
     return Outcome(run.name, run.settings, run.seed, history, p["labels"].numpy(), p["predictions"].numpy(),
-                   artifacts={"gradient_flow": flow.summary()})
+                   artifacts={"gradient_flow": flow.summary()}, cost=history.cost())
 
 
 # --------------------------------------------------------------------------- sentences with numbers
@@ -128,7 +129,7 @@ def describe(table, names) -> str:
             out.append(f"`{name}` (not run)")
             continue
         row = table.loc[name]
-        flag = {"diverged": ", **diverged**", "below_chance": ", **below chance**"}.get(row["status"], "")
+        flag = f", **{row['status'].replace('_', ' ')}**" if row["status"] != "ok" else ""
         spread = f" ± {percent(row['std_over_seeds'])}" if row["seeds"] > 1 and is_number(row["std_over_seeds"]) \
             else ""
         out.append(f"`{name}` {percent(row['accuracy'])}{spread}{flag}")
@@ -140,22 +141,28 @@ def batch_size_verdict(part_b: dict) -> str:
     verdicts = noise_verdicts(part_b, list(part_b))
     if len(verdicts) and (verdicts["verdict"] == "within noise").all():
         verdict = (f"every pairwise difference is **within noise** (McNemar's exact test on the same test images, "
-                   f"p ≥ {SIGNIFICANCE}), so no batch-size ranking can be claimed from them")
+                   f"Holm-adjusted p ≥ {SIGNIFICANCE}): {verdict_text(verdicts)}; so no batch-size ranking can be "
+                   f"claimed from them")
     elif len(verdicts):
-        real = verdicts[verdicts["verdict"] != "within noise"]
-        verdict = f"real differences (p < {SIGNIFICANCE}): " + "; ".join(
-            f"{a} vs {b} (p = {p:.3g})" for a, b, p in zip(real["run A"], real["run B"], real["McNemar p"]))
+        verdict = f"McNemar's exact test, Holm-adjusted over the pairs: {verdict_text(verdicts)}"
     else:
         verdict = "no comparison was possible"
     original = [reference_accuracy("q3", n) for n in ("adam_bs16", "adam_bs32", "adam_bs64")]
     n_test = ORIGINAL_TEST_IMAGES["q3"]
-    low, high = wilson_interval(round(np.mean(original) * n_test), n_test)
-    span, width = max(original) - min(original), high - low
-    within = span < width
+    span, yardstick = max(original) - min(original), two_run_yardstick(float(np.mean(original)), n_test)
+    within = span < yardstick
     return (f"{verdict}. The original's {' / '.join(percent(v, 2, sign=False) for v in original)} % span "
-            f"{100 * span:.2f} percentage points, {'less' if within else 'more'} than the {100 * width:.1f}-point "
-            f"width (±{50 * width:.1f}) of one run's 95 % interval on a test set of {n_test:,} images, so its "
-            f"ranking {'is within noise too' if within else 'may be more than noise'}.")
+            f"{100 * span:.2f} percentage points, {'less' if within else 'more'} than the "
+            f"{100 * yardstick:.1f} points that two independent runs' accuracies differ by at the 95 % level on "
+            f"{n_test:,} test images (1.96 · √2 · SE; an unpaired approximation, since the original's "
+            f"predictions are not available for a paired test), so its ranking "
+            f"{'is within noise too' if within else 'may be more than noise'}.")
+
+
+def two_run_yardstick(accuracy: float, n: int) -> float:
+    """How far two independent runs' accuracies on ``n`` test images may differ by noise alone (95 %):
+    1.96 · √2 · SE with SE = √(p (1 − p) / n)."""
+    return 1.96 * np.sqrt(2) * np.sqrt(accuracy * (1 - accuracy) / n)
 
 
 def best_run(table, names) -> str | None:

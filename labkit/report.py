@@ -21,15 +21,12 @@ from labkit import notebooks as registry
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
 from labkit.reference import reference_accuracy
+from labkit.results import FLAGS
 from labkit.text import percent
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-get install chromium) or set "
                "LABKIT_CHROMIUM to a Chrome/Chromium binary, then run the report again.")
-
-
-# Every status but "ok" is flagged on the index, each in words.
-FLAGS = {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED", "failed": "FAILED"}
 
 
 class _CellProgress(logging.Handler):

@@ -10,6 +10,8 @@ from pathlib import Path
 from labkit.paths import atomic_write_bytes, atomic_write_text
 
 STATUSES = ("ok", "at_chance", "below_chance", "diverged", "failed")
+# How tables and the report index name every status but "ok".
+FLAGS = {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED", "failed": "FAILED"}
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -30,13 +32,22 @@ def _clean(value):
     return value
 
 
-def run_status(accuracy: float | None, chance: float | None, diverged: bool = False) -> str:
-    """"diverged" if training blew up, "below_chance" if the test accuracy is under chance, else "ok"."""
+def run_status(accuracy: float | None, n: int, chance: float | None, diverged: bool = False,
+               failed: bool = False) -> str:
+    """"failed" (the run raised), "diverged" (NaN/inf loss), else the chance verdict of the 95 % Wilson
+    interval on ``n`` test images (:func:`labkit.metrics.chance_status`)."""
+    if failed:
+        return "failed"
     if diverged:
         return "diverged"
-    if accuracy is not None and chance is not None and accuracy < chance:
-        return "below_chance"
-    return "ok"
+    if accuracy is None or chance is None or not n:
+        return "ok"
+    from labkit.metrics import chance_status
+    return chance_status(accuracy, n, chance)
+
+
+# What a run cost: any non-negative number, unlike the metrics (fractions).
+COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates")
 
 
 class Results:
@@ -49,25 +60,33 @@ class Results:
     def __init__(self, notebook: str, profile: str, weights: str, device: str, params: dict, output_dir):
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        import torch
+
+        from labkit.device import device_name
+        # the thread count is part of a CPU result: other counts sum in another order and round differently
         self.data = {"notebook": notebook, "profile": profile, "weights": weights, "device": str(device),
+                     "device_name": device_name(torch.device(device)), "torch_threads": torch.get_num_threads(),
                      "params": _clean(params), "started": _now(), "finished": None, "runs": {}}
 
     @property
     def runs(self) -> dict:
         return self.data["runs"]
 
-    def add_run(self, name: str, accuracy: float | None, *, status: str | None = None,
-                chance: float | None = None, diverged: bool = False, **metrics) -> dict:
-        """Record a run. ``status`` defaults to :func:`run_status`; extra metrics must be snake_case
-        fractions (0..1) or None, e.g. ``macro_f1``, ``precision_at_1``, ``accuracy_ci_low``."""
+    def add_run(self, name: str, accuracy: float | None, *, status: str, **metrics) -> dict:
+        """Record a run. Extra metrics must be snake_case fractions (0..1) or None, e.g. ``macro_f1``,
+        ``precision_at_1``, ``accuracy_ci_low``; the cost keys (:data:`COST_KEYS`) any number >= 0; an
+        ``error`` a message."""
         if accuracy is not None and not 0.0 <= accuracy <= 1.0:
             raise ValueError(f"run {name!r}: accuracy must be a fraction in 0..1, got {accuracy}")
-        status = status or run_status(accuracy, chance, diverged)
         if status not in STATUSES:
             raise ValueError(f"run {name!r}: status={status!r} is not allowed; allowed: {', '.join(STATUSES)}")
         for key, value in metrics.items():
             if not _SNAKE.match(key):
                 raise ValueError(f"run {name!r}: metric name {key!r} must be snake_case")
+            if key in COST_KEYS:
+                if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+                    raise ValueError(f"run {name!r}: {key}={value!r} must be a number >= 0 or None")
+                continue
             if value is not None and not isinstance(value, str) and not (
                     isinstance(value, (int, float)) and (not math.isfinite(value) or 0.0 <= value <= 1.0)):
                 raise ValueError(f"run {name!r}: metric {key}={value!r} must be a fraction in 0..1 or None")

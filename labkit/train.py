@@ -39,7 +39,8 @@ class History:
     status: str = "ok"  # "ok" or "diverged"
     message: str = ""
     resumed_from_epoch: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time, all epochs (a resumed run adds to it)
+    images: int = 0  # training images processed, all epochs: images / seconds is the run's throughput
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,16 +49,24 @@ class History:
     def from_dict(cls, d: dict) -> "History":
         return cls(**d)
 
+    def cost(self) -> dict:
+        """What the run cost: ``train_seconds``, ``train_images_per_second``, ``epochs``, ``updates``."""
+        return {"train_seconds": self.seconds,
+                "train_images_per_second": self.images / self.seconds if self.seconds > 0 else None,
+                "epochs": len(self.epochs), "updates": self.updates[-1]["update"] if self.updates else 0}
+
 
 # --------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable, device: torch.device | None = None) -> dict:
-    """Logits, labels, predictions and (when the model gives them) embeddings for every batch, on the CPU."""
+def predict(model: nn.Module, batches: Iterable, device: torch.device | None = None,
+            mixed_precision: bool = True) -> dict:
+    """Logits, labels, predictions and (when the model gives them) embeddings for every batch, on the CPU.
+    ``mixed_precision=False`` keeps fp32 on CUDA too (decisions that hinge on near-ties among many logits)."""
     device = device or next(model.parameters()).device
     model.eval()
     logits, labels, embeddings = [], [], []
-    with autocast(device):
+    with autocast(device, enabled=mixed_precision):
         for x, y in batches:
             out = as_output(model(x))
             logits.append(out.logits.float().cpu())
@@ -171,7 +180,7 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     mean_loss = (total_loss / max(seen, 1)).item()
     if not math.isfinite(mean_loss):
         raise Diverged(f"training loss became {mean_loss} in epoch {epoch + 1}")
-    return {"train_loss": mean_loss, "train_accuracy": (correct / max(seen, 1)).item()}
+    return {"train_loss": mean_loss, "train_accuracy": (correct / max(seen, 1)).item(), "images": seen}
 
 
 def _progress_bar(total: int, desc: str, enabled: bool):
@@ -226,6 +235,7 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
                 if checkpoint is not None:
                     _save_checkpoint(Path(checkpoint), epoch, model, optimizer, loss_terms, history, gradient_flow)
                 return history
+            history.images += stats.pop("images")
             row = {"epoch": epoch + 1, **stats}
             if val is not None:
                 v = evaluate(model, val, device)

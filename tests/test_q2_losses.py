@@ -77,3 +77,10 @@ def test_pk_sampler_draws_per_epoch_from_its_own_seed():
     a.set_epoch(1)
     assert list(a) != first
     assert list(q2.PKSampler(labels, 4, 12, seed=2)) != first
+
+
+def test_impossible_pk_batches_are_refused_naming_the_three_parameters():
+    P = q2.parameters(default_parameters("q2"))
+    with pytest.raises(ParameterError, match=r"needs 16 classes per batch, but num_classes=5: use num_classes >= 16, "
+                                             r"or batch_size <= 20, or m_per_class >= 13"):
+        q2.plan({**P, "num_classes": 5, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 64}]})

@@ -93,7 +93,7 @@ def tiny_project(tmp_path, monkeypatch):
     (tmp_path / "notebooks" / "params" / "smoke").mkdir(parents=True)
     ok_body = ("from labkit.results import Results\n"
                "r = Results('good', profile, 'none', 'cpu', {'x': 1}, output_dir)\n"
-               "r.add_run('only', 0.75, chance=0.5)\nr.write()\nprint('fine')")
+               "r.add_run('only', 0.75, status='ok')\nr.write()\nprint('fine')")
     _tiny_notebook(tmp_path / "notebooks" / "good.ipynb", ok_body)
     _tiny_notebook(tmp_path / "notebooks" / "bad.ipynb", "raise RuntimeError('this notebook is broken')")
     for key in ("good", "bad"):

@@ -4,32 +4,50 @@ import pytest
 
 from labkit.params import ParameterError, Spec, validate, validate_runs
 from labkit.reference import REFERENCE, reference_accuracy
-from labkit.results import Results
+from labkit.results import Results, run_status
 
 
 def test_metrics_json_contract(tmp_path):
     r = Results("q3", "smoke", "none", "cpu", {"lr": 1e-3, "betas": (0.9, 0.999)}, tmp_path / "out")
-    r.add_run("adam", 0.8, chance=0.5, macro_f1=0.79, accuracy_ci_low=0.7, accuracy_ci_high=0.88)
-    r.add_run("sgd_bs1", 0.43, chance=0.5)
-    r.add_run("broken", None, diverged=True)
+    r.add_run("adam", 0.8, status=run_status(0.8, 1200, 0.5), macro_f1=0.79, accuracy_ci_low=0.7,
+              accuracy_ci_high=0.88, train_seconds=12.5, train_images_per_second=800.0, epochs=5, updates=60)
+    r.add_run("sgd_bs1", 0.43, status=run_status(0.43, 1200, 0.5))
+    r.add_run("broken", None, status=run_status(None, 1200, 0.5, diverged=True))
+    r.add_run("oom", None, status=run_status(None, 0, 0.5, failed=True), error="OutOfMemoryError: ...")
     path = r.write()
     data = json.loads(path.read_text())
-    assert set(data) == {"notebook", "profile", "weights", "device", "params", "started", "finished", "runs"}
+    assert set(data) == {"notebook", "profile", "weights", "device", "device_name", "torch_threads", "params",
+                         "started", "finished", "runs"}
     assert data["finished"] is not None and data["params"]["betas"] == [0.9, 0.999]
-    assert data["runs"]["adam"]["status"] == "ok"
+    assert data["runs"]["adam"]["status"] == "ok" and data["runs"]["adam"]["train_seconds"] == 12.5
     assert data["runs"]["sgd_bs1"]["status"] == "below_chance"
     assert data["runs"]["broken"] == {"accuracy": None, "status": "diverged"}
+    assert data["runs"]["oom"] == {"accuracy": None, "status": "failed", "error": "OutOfMemoryError: ..."}
+    assert data["torch_threads"] >= 1 and data["device_name"]
     assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave no temporaries
 
 
 def test_metrics_must_be_snake_case_fractions(tmp_path):
     r = Results("q1", "smoke", "standin", "cpu", {}, tmp_path)
     with pytest.raises(ValueError, match="fraction"):
-        r.add_run("svm", 83.65)
+        r.add_run("svm", 83.65, status="ok")
     with pytest.raises(ValueError, match="snake_case"):
-        r.add_run("svm", 0.8, MacroF1=0.5)
+        r.add_run("svm", 0.8, status="ok", MacroF1=0.5)
     with pytest.raises(ValueError, match="fraction"):
-        r.add_run("svm", 0.8, macro_f1=76)
+        r.add_run("svm", 0.8, status="ok", macro_f1=76)
+    with pytest.raises(ValueError, match="number >= 0"):
+        r.add_run("svm", 0.8, status="ok", train_seconds=-1)
+    with pytest.raises(ValueError, match="status='great' is not allowed"):
+        r.add_run("svm", 0.8, status="great")
+
+
+def test_status_comes_from_the_wilson_interval_against_chance():
+    from labkit.metrics import chance_status, majority_share
+    assert chance_status(0.498, 1200, 0.5) == "at_chance"  # noise, not below chance
+    assert chance_status(0.5, 1200, 0.5) == "at_chance"  # a model that predicts one class of two
+    assert chance_status(0.46, 1200, 0.5) == "below_chance" and chance_status(0.54, 1200, 0.5) == "ok"
+    assert chance_status(0.2, 100, 0.1) == "ok" and chance_status(0.12, 100, 0.1) == "at_chance"
+    assert majority_share([0, 0, 0, 1]) == 0.75
 
 
 def test_parameter_validation_names_the_parameter_and_allowed_values():

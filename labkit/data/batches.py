@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
+from labkit.params import ParameterError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ORDERS = ("shuffle", "sequential", "class_sorted")
@@ -29,13 +31,27 @@ def decode_size(image_size: int, stored_size: int) -> int | None:
     return image_size if image_size < stored_size else None
 
 
-def stratified_split(labels, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified split of ``range(len(labels))``: (train indices, held-out indices), each sorted."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction={test_fraction} is not allowed; allowed: a number strictly between 0 and 1")
+def stratified_split(labels, test_fraction: float, seed: int = 0,
+                     param: str = "test_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split of ``range(len(labels))``: (train indices, held-out indices), each sorted.
+
+    ``test_fraction`` 0 holds nothing out. Too little data for the split is a :class:`ParameterError`
+    naming ``param``, the notebook parameter that asked for it."""
     labels = np.asarray(labels)
     idx = np.arange(len(labels))
-    n_classes = len(np.unique(labels))
+    if test_fraction == 0:
+        return idx, idx[:0]
+    if not 0.0 < test_fraction < 1.0:
+        raise ParameterError(f"{param}={test_fraction} is not allowed; allowed: 0 (hold nothing out) or a number "
+                             f"strictly between 0 and 1")
+    classes, counts = np.unique(labels, return_counts=True)
+    n_classes = len(classes)
+    if n_classes == 0 or counts.min() < 2:
+        rare = classes[counts.argmin()] if n_classes else None
+        raise ParameterError(
+            f"{param}={test_fraction}: too few images for this split ({len(labels)} images; class {rare} has "
+            f"{counts.min() if n_classes else 0}): every class needs at least 2, one on each side. Use more "
+            f"images per class" + (" or val_fraction=0 (no validation split)" if param == "val_fraction" else ""))
     # On tiny sets (smoke profile) keep at least one image of every class on each side.
     n_held = int(np.ceil(test_fraction * len(labels)))
     n_held = min(max(n_held, n_classes), len(labels) - n_classes)
