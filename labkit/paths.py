@@ -6,6 +6,8 @@ where ``data/`` and ``reports/`` are.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,6 +17,21 @@ def project_root() -> Path:
     if os.environ.get("LABKIT_ROOT"):
         return Path(os.environ["LABKIT_ROOT"]).expanduser().resolve()
     return Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of the bytes of every file of the labkit package (code and templates).
+
+    Every cache and checkpoint key holds it, so a changed loss, loop or loader never serves a result
+    that older code produced; the same code and parameters still hit the cache and resume.
+    """
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def data_root() -> Path:
