@@ -49,16 +49,20 @@ def dask_setup(worker) -> None:
 
 def thread_env(threads: int) -> dict[str, str]:
     n = str(max(1, threads))
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "LABKIT_PLAIN_PROGRESS": "1"}
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "LABKIT_PLAIN_PROGRESS": "1"}
 
 
-def start_local(jobs: int | None, gpus: list[str]):
-    """A LocalCluster on 127.0.0.1: ``jobs`` workers (default 1) sharing the cores; or, when the points
-    want a GPU and there are some, one worker per GPU (at most ``jobs`` if given) with resource GPU=1."""
-    from distributed import LocalCluster
-    cores = os.cpu_count() or 1
+def local_shape(jobs: int | None, gpus: list[str]) -> tuple[int, dict[str, str]]:
+    """Workers of the local cluster (``jobs``, default 1; with GPUs, one per GPU, at most ``jobs`` if given)
+    and their environment (a fair share of the cores each)."""
     n = (min(jobs, len(gpus)) if jobs else len(gpus)) if gpus else (jobs or 1)
-    env = thread_env(cores // n)
+    return n, thread_env((os.cpu_count() or 1) // n)
+
+
+def start_local(n: int, env: dict[str, str], gpus: list[str]):
+    """A LocalCluster on 127.0.0.1 of ``n`` single-threaded worker processes with ``env``; with ``gpus``,
+    each worker gets one of them as CUDA_VISIBLE_DEVICES and the resource GPU=1."""
+    from distributed import LocalCluster
     cluster = LocalCluster(n_workers=0 if gpus else n, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=":0", env=env, preload=["labkit.cluster"],
                            silence_logs=logging.ERROR)
@@ -70,6 +74,20 @@ def start_local(jobs: int | None, gpus: list[str]):
             cluster.worker_spec[f"gpu{gpu}"] = {"cls": cluster.new_spec["cls"], "options": options}
         cluster.scale(n)
     return cluster
+
+
+@contextlib.contextmanager
+def environ_kept(keys: set[str]) -> Iterator[None]:
+    """Give these environment variables of this process their values back on exit."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def dashboard_line(link: str | None) -> str:
@@ -112,10 +130,17 @@ def client_for(scheduler: str | None, jobs: int | None, gpus: list[str], want_gp
         finally:
             client.close()
         return
-    with start_local(jobs, gpus) as cluster, Client(cluster, set_as_default=False) as client:
-        n = len(cluster.worker_spec)
+    import dask
+    n, env = local_shape(jobs, gpus)
+    # Dask's nanny writes its pre-spawn variables (OMP_NUM_THREADS=1, ...) into this, the client's, process
+    # environment, where papermill kernels started later would inherit them: give the nanny the workers'
+    # share, and the client its own environment back when the cluster closes.
+    spawn = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in env.items() if k.endswith("_THREADS")}
+    touched = set(dask.config.get("distributed.nanny.pre-spawn-environ")) | {"PYTHONHASHSEED"}
+    with environ_kept(touched), dask.config.set(spawn), start_local(n, env, gpus) as cluster, \
+            Client(cluster, set_as_default=False) as client:
         client.wait_for_workers(n)
-        share = (os.cpu_count() or 1) // n or 1
+        share = env["OMP_NUM_THREADS"]
         where = f", one per GPU ({', '.join(gpus[:n])})" if gpus else ""
         print(f"cluster: local, {n} worker(s){where}, {share} CPU thread(s) each; "
               f"{dashboard_line(cluster.dashboard_link)}", flush=True)

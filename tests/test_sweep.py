@@ -72,8 +72,10 @@ def _metrics(folder: Path) -> dict:
 
 
 def test_local_cluster_sweep_writes_every_file(tiny):
+    threads = os.environ.get("OMP_NUM_THREADS")
     assert cli.main(["sweep", "tiny", "-p", "x", "0.25", "0.5", "-p", "seed", "0", "1", "--jobs", "2",
                      "--profile", "smoke"]) == 0
+    assert os.environ.get("OMP_NUM_THREADS") == threads  # Dask's nanny settings do not stay in the client
     root = tiny / "reports" / "smoke" / "sweeps" / "tiny"
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert folders == ["x=0.25_seed=0", "x=0.25_seed=1", "x=0.5_seed=0", "x=0.5_seed=1"]
