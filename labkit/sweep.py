@@ -315,6 +315,8 @@ def sweep(key: str, grid: dict[str, list], profile: str = "demo", seeds: int | N
             todo.append(p)
     print(f"sweep {key} ({profile}): {len(points)} point(s), {len(points) - len(todo)} already done, "
           f"{len(todo)} to run -> {root}", flush=True)
+    if todo and scheduler and jobs:
+        print(f"  --jobs {jobs} is ignored: the cluster at {scheduler} has its own workers", flush=True)
     if todo:
         want_gpu = any(p.gpu for p in todo)
         gpus = local_gpus() if want_gpu and not scheduler else []
