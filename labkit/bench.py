@@ -1,5 +1,5 @@
-"""``make bench``: labkit's data pipeline and training loop against plain baselines, measured in the
-same run (interleaved repeats, medians), printed as ratios. A benchmark, not a test."""
+"""``make bench``: labkit's data pipeline, training loop and sweep engine against plain baselines,
+measured in the same run (interleaved repeats, medians), printed as ratios. A benchmark, not a test."""
 from __future__ import annotations
 
 import os
@@ -214,8 +214,60 @@ def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, ep
             "ratio": t["plain"] / t["labkit"], "labkit_accuracy": accs["labkit"], "plain_accuracy": accs["plain"]}
 
 
+def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
+    """Eight Q3 smoke points (2 learning rates x 4 training seeds): papermill called directly, one point
+    after another, against ``sweep --jobs 2`` on a local Dask cluster (its start-up included); and the
+    per-point cost of the Dask path (submit, papermill on a worker, files back and written by the client)
+    against papermill called directly, interleaved on the same points with a one-worker cluster."""
+    import contextlib
+    import io
+
+    import papermill
+    from labkit import notebooks as registry
+    from labkit import sweep as sw
+    from labkit.cluster import client_for
+    from labkit.sweep_point import run_point
+
+    shutil.copytree(notebooks, root / "notebooks", dirs_exist_ok=True)  # root is this run's LABKIT_ROOT
+    grid, seeds = {"lr": [1e-3, 3e-3]}, 4
+    points, source = sw.plan("q3", grid, "smoke", seeds)
+    nb = registry.notebooks_dir() / registry.NOTEBOOKS["q3"]
+
+    def direct(p, out: Path) -> float:
+        out.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        papermill.execute_notebook(str(nb), str(out / nb.name), parameters={**p.params, "output_dir": str(out)},
+                                   cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
+        return time.perf_counter() - t
+
+    direct(points[0], root / "sweep-warm-up")  # the synthetic data and its cache are made once, untimed
+    sequential, dask_point = [], []
+    with contextlib.redirect_stdout(io.StringIO()):  # the sweep's own lines would bury the figures
+        t = time.perf_counter()
+        with client_for(None, 1, []) as client:
+            start = time.perf_counter() - t
+            for i, p in enumerate(points):
+                sequential.append(direct(p, root / "sweep-direct" / p.name))
+                if i < pairs:
+                    t = time.perf_counter()
+                    outcome = client.submit(run_point, nb.name, source, p.params, pure=False).result()
+                    sw.save_point(root / "sweep-dask" / p.name, p, outcome, "q3", source)
+                    dask_point.append(time.perf_counter() - t)
+                    if outcome["error"]:
+                        raise RuntimeError(f"the Dask point {p.name} failed: {outcome['error']}")
+        t = time.perf_counter()
+        sw.sweep("q3", grid, "smoke", seeds, jobs=2, out_root=root / "sweep-jobs2")
+        parallel = time.perf_counter() - t
+    direct_s, dask_s = statistics.median(sequential[:pairs]), statistics.median(dask_point)
+    return {"points": len(points), "sequential_s": sum(sequential), "jobs2_s": parallel,
+            "ratio": sum(sequential) / parallel, "direct_point_s": direct_s, "dask_point_s": dask_s,
+            "overhead": dask_s / direct_s - 1, "cluster_start_s": start}
+
+
 def main(repeats: int = 7) -> dict:
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # no progress bars between the figures
+    from labkit.paths import project_root
+    notebooks = project_root() / "notebooks"  # the checkout's, copied into the throwaway root below
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
     # The cold-load measurements delete dataset caches and checkpoints: give them a throwaway
     # project root, so the user's own data/cache is never touched.
@@ -241,6 +293,12 @@ def main(repeats: int = 7) -> dict:
                   f"labkit {r['labkit_s']:.1f} s (test accuracy {100 * r['labkit_accuracy']:.1f} %), plain PIL "
                   f"Dataset + DataLoader(2 workers) {r['plain_s']:.1f} s ({100 * r['plain_accuracy']:.1f} %) -> "
                   f"{r['ratio']:.1f}x faster (target >= 3x)", flush=True)
+        r = results["sweep"] = bench_sweep(tmp, notebooks)
+        print(f"sweep of {r['points']} Q3 smoke points: papermill one after another {r['sequential_s']:.0f} s, "
+              f"sweep --jobs 2 on Dask {r['jobs2_s']:.0f} s -> {r['ratio']:.2f}x faster; per point, Dask "
+              f"{r['dask_point_s']:.1f} s vs papermill directly {r['direct_point_s']:.1f} s -> "
+              f"{100 * r['overhead']:+.1f} % (goal <= +10 %), plus {r['cluster_start_s']:.1f} s to start the "
+              f"cluster once per sweep", flush=True)
         return results
     finally:
         if previous_root is None:

@@ -7,6 +7,7 @@ shows its traceback. Anything else is a bug and keeps Python's traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import urllib.error
 
@@ -17,7 +18,7 @@ from labkit.params import ParameterError
 # dataset or parameter file), ConnectionError and URLError (no network, a failed download).
 EXPECTED = (("labkit.params", "ParameterError"), ("labkit.data.download", "ChecksumError"),
             ("labkit.data.download", "UnsafeArchiveError"), ("labkit.models", "WeightsUnavailableError"),
-            ("labkit.paths", "DiskSpaceError"))
+            ("labkit.paths", "DiskSpaceError"), ("labkit.cluster", "ClusterError"))
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -51,12 +52,19 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run (default: no limit)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<profile>)")
 
-    p = sub.add_parser("sweep", parents=[common], help="run a notebook over a parameter grid and compare the runs")
+    p = sub.add_parser("sweep", parents=[common], help="run a notebook over a parameter grid on Dask and compare "
+                                                        "the runs")
     p.add_argument("notebook", help="q1, q2 or q3")
     p.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a parameter and its values, e.g. -p lr 1e-3 1e-4 (repeat -p for a grid)")
-    p.add_argument("--seeds", type=int, default=1, help="repeat every point with seed = 0..N-1")
-    p.add_argument("--jobs", type=int, default=1, help="points run at once (CPU threads shared fairly)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="repeat every point with seeds=[k], k = 0..N-1 (training seeds; seed, the split, stays)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local cluster: worker processes, one point each, CPU threads shared fairly "
+                        "(default 1; with GPUs, one worker per GPU)")
+    p.add_argument("--scheduler", default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+                   help="an existing Dask scheduler, e.g. tcp://head:8786 (default: $DASK_SCHEDULER_ADDRESS, "
+                        "else a local cluster)")
     p.add_argument("--profile", default="demo")
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run")
     p.add_argument("--out", default=None, help="folder (default: reports/<profile>/sweeps/<notebook>)")
@@ -107,9 +115,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             if len(item) < 2:
                 parser.error(f"-p {' '.join(item)}: give a parameter name and at least one value")
             grid[item[0]] = [parse_value(v) for v in item[1:]]
-        table = sweep(args.notebook, grid, args.profile, args.seeds, args.jobs, args.timeout, args.out)
-        failed = table[table["status"] == "failed"]
-        print(table.to_string(index=False))
+        table = sweep(args.notebook, grid, args.profile, args.seeds, args.jobs, args.timeout, args.out,
+                      args.scheduler)
+        failed = table[table["status"] == "failed"] if "status" in table else table
+        if len(failed):
+            print(f"FAILED point(s): {', '.join(failed['point'])}", file=sys.stderr)
         return 1 if len(failed) else 0
     if args.command == "bench":
         from labkit.bench import main as bench

@@ -202,6 +202,9 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
         state = f"<span class='failed'>FAILED: {e(r.error or '')}</span>" if r.status == "failed" else "ok"
         links.append(f"<li><b>{e(registry.TITLES[r.key])}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
+    sweeps = " · ".join(f"<a href='{e(p.relative_to(root).as_posix())}'>{e(p.parent.name)}</a>"
+                        for p in sorted(root.glob("sweeps/*/sweep.html")))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>labkit report ({e(profile)})</title>
 <style>
@@ -216,6 +219,7 @@ tr.at_chance td {{ color: #8a5a00; font-weight: 600; }}
 <h1>labkit report — profile <code>{e(profile)}</code></h1>
 <table>{fact_rows}</table>
 <h2>Notebooks</h2><ul>{''.join(links)}</ul>
+{f"<p>Sweeps: {sweeps}</p>" if sweeps else ""}
 <p>The whole report as one PDF: <a href='report.pdf'>report.pdf</a> · summary table as <a href='summary.csv'>CSV</a></p>
 <h2>Summary</h2>
 <table><tr><th>notebook</th><th>run</th><th>ours: test accuracy (%)</th><th>95 % CI</th>

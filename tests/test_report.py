@@ -125,25 +125,6 @@ def test_unknown_parameter_is_refused_before_running(tiny_project):
         report.make_report("smoke", only=["good"], out_root=tiny_project / "out")
 
 
-def test_two_point_sweep_writes_its_csv(tiny_project):
-    from labkit.sweep import sweep
-    table = sweep("good", {"profile": ["smoke", "demo"]}, profile="smoke", jobs=2, out_root=tiny_project / "sw")
-    assert sorted(table["profile"]) == ["demo", "smoke"] and set(table["status"]) == {"ok"}
-    csv = (tiny_project / "sw" / "sweep.csv").read_text()
-    assert csv.splitlines()[0].startswith("profile,run,accuracy,status")
-    assert (tiny_project / "sw" / "comparison.csv").exists() and (tiny_project / "sw" / "comparison.png").exists()
-    assert {p.name for p in (tiny_project / "sw").iterdir() if p.is_dir()} == {"profile=smoke", "profile=demo"}
-
-
-def test_sweep_values_are_typed():
-    from labkit.sweep import grid_points, parse_value, point_name
-    assert parse_value("1e-3") == 0.001 and parse_value("64") == 64 and parse_value("[0.9, 0.999]") == [0.9, 0.999]
-    assert parse_value("adam") == "adam"
-    points = grid_points({"lr": [0.1, 0.01], "batch_size": [16]}, seeds=2)
-    assert len(points) == 4 and points[1] == {"lr": 0.1, "batch_size": 16, "seed": 1}
-    assert point_name({"lr": 0.001, "betas": [0.9, 0.99]}) == "lr=0.001_betas=0.9,0.99"
-
-
 def test_without_chromium_the_html_is_still_produced(tiny_project, monkeypatch, capsys):
     monkeypatch.setattr(report, "find_chromium", lambda: None)
     assert report.make_report("smoke", only=["good"], out_root=tiny_project / "out") == 0
