@@ -35,11 +35,12 @@ def test_fit_overhead(isolated_root):
 
 def test_stl10_pipeline(isolated_root):
     root = write_stl10(isolated_root / "stl10", train_per_class=2, test_per_class=1)
+    children = set(multiprocessing.active_children())
     r = bench.bench_stl10_pipeline(root, 1, batch_size=8)
     assert set(r) == {"images", "labkit_img_per_s", "baseline_img_per_s", "ratio"}
     assert r["images"] == 20  # 10 classes x 2
     assert r["ratio"] == pytest.approx(r["labkit_img_per_s"] / r["baseline_img_per_s"])  # > 1: labkit faster
-    assert not multiprocessing.active_children()  # the persistent DataLoader workers were stopped
+    assert set(multiprocessing.active_children()) <= children  # the persistent DataLoader workers were stopped
 
 
 def test_cold_against_cached_load(isolated_root):
@@ -51,6 +52,7 @@ def test_cold_against_cached_load(isolated_root):
 
 
 def test_q3_training(isolated_root):
+    children = set(multiprocessing.active_children())
     r = bench.bench_q3_training(isolated_root, per_class=8, image_size=16, epochs=1, batch_size=8)
     assert set(r) == {"photos", "epochs", "labkit_s", "plain_s", "ratio", "labkit_accuracy", "plain_accuracy"}
     assert r["photos"] == 16 and r["epochs"] == 1
@@ -58,7 +60,7 @@ def test_q3_training(isolated_root):
     n_test = 5  # ceil(0.3 x 16): both are tested on the same held-out images
     for acc in (r["labkit_accuracy"], r["plain_accuracy"]):
         assert 0 <= acc <= 1 and acc * n_test == pytest.approx(round(acc * n_test))
-    assert not multiprocessing.active_children()
+    assert set(multiprocessing.active_children()) <= children
 
 
 FAKE = {

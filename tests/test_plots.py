@@ -1,4 +1,5 @@
 """Plot helpers: each draws on the Axes it is given and returns that Axes (a new one when ``ax=None``)."""
+import os
 import subprocess
 import sys
 
@@ -179,6 +180,6 @@ def test_importing_plots_changes_no_global_style():
             "before = dict(mpl.rcParams); import labkit.plots; "
             "changed = [k for k, v in mpl.rcParams.items() if str(before[k]) != str(v)]; print(changed)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PYTHONPATH": str(ROOT), "PATH": ""})
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
