@@ -122,6 +122,8 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(f"FAILED point(s): {', '.join(failed['point'])}", file=sys.stderr)
         return 1 if len(failed) else 0
     if args.command == "bench":
+        if args.repeats < 1:  # before minutes of warm-up runs end in a median of nothing
+            raise ParameterError(f"--repeats={args.repeats} is not allowed; allowed: an integer >= 1")
         from labkit.bench import main as bench
         bench(args.repeats)
         return 0

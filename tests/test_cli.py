@@ -106,7 +106,7 @@ def test_unsafe_archive(isolated_root, monkeypatch, capsys):
 def test_unknown_dataset(isolated_root, capsys):
     assert cli.main(["data", "--datasets", "stl10,imagenet", "--no-weights"]) == 1
     assert "unknown dataset(s) 'imagenet'; allowed: stl10," in one_error_line(capsys.readouterr().err)
-    assert not (isolated_root / "data").exists()  # refused before stl10 was fetched
+    assert not (isolated_root / "data" / "stl10").exists()  # refused before stl10 was fetched
 
 
 def test_unknown_notebook(isolated_root, capsys):
@@ -114,8 +114,9 @@ def test_unknown_notebook(isolated_root, capsys):
     assert "unknown notebook(s) q9" in one_error_line(capsys.readouterr().err)
 
 
-def test_missing_parameter_file(isolated_root, capsys):
-    notebooks = isolated_root / "notebooks"
+def test_missing_parameter_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))  # a root of its own: isolated_root links the real notebooks/
+    notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
     (notebooks / "q3_dogs_vs_cats_optimizers.ipynb").write_text("{}")
     assert cli.main(["report", "--profile", "smoke", "--only", "q3"]) == 1
@@ -138,3 +139,68 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
     monkeypatch.setattr(dl, "fetch_dataset", interrupted)
     assert cli.main(["data", "--datasets", "stl10", "--no-weights"]) == 130
     assert capsys.readouterr().err.strip() == "labkit: interrupted; run the command again to resume"
+
+
+# ----------------------------------------------------------------------------- every subcommand
+
+COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats"],
+            "report": ["--profile", "--only", "--timeout", "--out"],
+            "sweep": ["notebook", "--param", "--seeds", "--jobs", "--profile", "--timeout", "--out"]}
+
+
+def _exit_code(argv) -> int:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    return exited.value.code
+
+
+def test_the_commands_are_the_ones_tested_here(capsys):
+    assert _exit_code(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: labkit [-h] [--debug] {" + ",".join(COMMANDS) + "} ...")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(command, capsys):
+    assert _exit_code([command, "--help"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"usage: labkit {command} [-h] [--debug]") and not captured.err
+    for option in COMMANDS[command] + ["--debug"]:
+        assert f"  {option}" in captured.out or f", {option}" in captured.out, option  # in the options list
+
+
+def usage_then_one_error(stderr: str, parser: str) -> str:
+    """argparse's refusal: the usage, then one line naming the bad argument; no traceback."""
+    lines = stderr.rstrip("\n").splitlines()
+    assert "Traceback" not in stderr and lines[0].startswith(f"usage: {parser} [-h] [--debug]"), stderr
+    assert all(line.startswith(" ") for line in lines[1:-1]), stderr  # usage continuation lines only
+    assert lines[-1].startswith(f"{parser}: error: "), stderr
+    return lines[-1]
+
+
+# argparse reports unrecognized arguments and the CLI's own parser.error through the top-level parser
+@pytest.mark.parametrize("argv, parser, message", [
+    (["nope"], "labkit", "argument command: invalid choice: 'nope'"),
+    (["data", "--datasets=stl10", "--bogus"], "labkit", "unrecognized arguments: --bogus"),
+    (["bench", "--repeats", "two"], "labkit bench", "argument --repeats: invalid int value: 'two'"),
+    (["report", "--timeout", "soon"], "labkit report", "argument --timeout: invalid int value: 'soon'"),
+    (["sweep", "q3", "-p", "lr"], "labkit", "-p lr: give a parameter name and at least one value"),
+    (["sweep", "q3", "--seeds", "x"], "labkit sweep", "argument --seeds: invalid int value: 'x'"),
+], ids=["command", "data", "bench", "report", "sweep-grid", "sweep-seeds"])
+def test_a_malformed_argument_is_refused_by_name(argv, parser, message, isolated_root, capsys):
+    assert _exit_code(argv) == 2
+    assert message in usage_then_one_error(capsys.readouterr().err, parser)
+    assert not (isolated_root / "reports").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "--datasets", "stl-10", "--no-weights"], "unknown dataset(s) 'stl-10'; allowed: stl10, "),
+    (["bench", "--repeats", "0"], "--repeats=0 is not allowed; allowed: an integer >= 1"),
+    (["report", "--profile", "quick"], "profile='quick' is not allowed; allowed: demo, full, smoke"),
+    (["sweep", "q4", "-p", "lr", "1e-3"], "'q4' is not allowed; allowed: q1, q2, q3"),
+], ids=["data", "bench", "report", "sweep"])
+def test_a_bad_value_is_one_line_and_exit_1(argv, message, isolated_root, capsys):
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert message in one_error_line(captured.err) and not captured.out
+    assert not (isolated_root / "reports").exists() and not (isolated_root / "data" / "stl10").exists()

@@ -50,18 +50,6 @@ def test_classifier_freezes_up_to_a_stage_and_returns_embedding():
         models.classifier(models.resnet("resnet18", "none"), 10, freeze_until="layer9")
 
 
-def test_standin_weights_are_cached_and_honestly_named():
-    from labkit import standin
-    first = standin.standin_weights("resnet18")
-    net = models.resnet("resnet18", "standin")
-    assert net.fc.out_features == len(standin.source_classes())
-    assert torch.equal(net.conv1.weight, first["state_dict"]["conv1.weight"])
-    mapping = standin.source_to_stl10()
-    assert sorted(set(mapping.values())) == [0, 1, 2, 3, 5, 6, 7, 8, 9]  # no deer, as in ImageNet-1k
-    assert len(mapping) < len(standin.source_classes())  # unmapped source classes exist ('other')
-    assert "NOT ImageNet" in models.describe_weights("standin", "resnet18")
-
-
 def test_small_cnn_layer_names_and_any_input_size():
     net = models.SmallCNN()
     names = [n for n, m in net.named_modules() if hasattr(m, "weight")]

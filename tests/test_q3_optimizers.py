@@ -1,14 +1,11 @@
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from labkit import q3_optimizers as q3
-from labkit.experiments import Outcome, Runner
 from labkit.notebooks import NOTEBOOKS, default_parameters
 from labkit.params import ParameterError
-from labkit.runs import Run
 
 Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "adam_bs64", "shuffled", "sorted",
            "full_batch", "adam_b1_0.0_b2_0.0", "adam_b1_0.5_b2_0.999", "adam_b1_0.9_b2_0.99",
@@ -35,19 +32,6 @@ def test_demo_sized_adam_beats_chance(isolated_root):
     (run,) = q3.plan(P)["optimizers"]["adam"]
     acc = q3.train_and_test(run, splits, torch.device("cpu")).accuracy
     assert acc > 0.65, acc  # chance is 0.5; the test split has 240 images
-
-
-def test_equal_settings_train_once():
-    calls = []
-
-    def train(run):
-        calls.append(run.name)
-        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]))
-
-    runner = Runner(train)
-    out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
-                  "other_seed": [Run("other_seed", {"lr": 1}, 1)]})
-    assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
 
 
 def test_empty_parts_are_skipped_and_betas_checked():

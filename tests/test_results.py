@@ -2,8 +2,6 @@ import json
 
 import pytest
 
-from labkit.params import ParameterError, Spec, validate, validate_runs
-from labkit.reference import REFERENCE, reference_accuracy
 from labkit.results import Results, run_status
 
 
@@ -49,37 +47,3 @@ def test_status_comes_from_the_wilson_interval_against_chance():
     assert chance_status(0.2, 100, 0.1) == "ok" and chance_status(0.12, 100, 0.1) == "at_chance"
     assert majority_share([0, 0, 0, 1]) == 0.75
 
-
-def test_parameter_validation_names_the_parameter_and_allowed_values():
-    specs = {"optimizer": Spec(str, ("sgd", "adam")), "weights": Spec(str)}
-    ok = validate({"profile": "demo", "lr": 1, "optimizer": "adam", "weights": "standin"}, specs, "q3")
-    assert ok["lr"] == 1.0 and ok["output_dir"].endswith("reports/demo/q3")
-    with pytest.raises(ParameterError, match=r"'optimizer' = 'adamw' is not allowed; allowed: 'sgd', 'adam'"):
-        validate({"optimizer": "adamw"}, specs, "q3")
-    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) 'learning_rate'"):
-        validate({"learning_rate": 0.1}, specs, "q3")
-    with pytest.raises(ParameterError, match="'profile' = 'fast' is not allowed; allowed: 'demo', 'full', 'smoke'"):
-        validate({"profile": "fast"}, specs, "q3")
-    with pytest.raises(ParameterError, match="'batch_size' = 0 is out of range"):
-        validate({"batch_size": 0}, specs, "q3")
-    with pytest.raises(ParameterError, match="'weights'"):
-        validate({"weights": "/no/such/file.pt"}, specs, "q3")
-
-
-def test_run_list_validation():
-    specs = {"lr": Spec(float, min=0.0), "optimizer": Spec(str, ("sgd", "adam"))}
-    runs = validate_runs([{"name": "a", "lr": 1e-3}, {"name": "b", "optimizer": "sgd"}], specs)
-    assert runs[0] == {"name": "a", "lr": 1e-3}
-    with pytest.raises(ParameterError, match="used twice"):
-        validate_runs([{"name": "a"}, {"name": "a"}], specs)
-    with pytest.raises(ParameterError, match=r"runs\[0\] \(a\): unknown key\(s\) 'momentun'"):
-        validate_runs([{"name": "a", "momentun": 0.9}], specs)
-
-
-def test_reference_numbers_are_fractions():
-    for nb, runs in REFERENCE.items():
-        for name, values in runs.items():
-            acc = values["accuracy"]
-            assert acc is None or 0.0 < acc < 1.0, (nb, name)
-    assert reference_accuracy("q3", "sgd_bs1") == 0.4324
-    assert reference_accuracy("q1", "nothing") is None

@@ -1,0 +1,94 @@
+"""Stand-in backbones: a synthetic source task shaped like ImageNet-1k relative to STL-10, pre-trained once and
+cached under a key of its settings and labkit's code fingerprint."""
+import json
+
+import pytest
+import torch
+import torchvision
+
+from labkit import models, standin
+from labkit.data import STL10_CLASSES
+
+TINY = {"per_class": 1, "image_size": 16, "epochs": 1, "batch_size": 40}  # 40 images, one update
+
+
+@pytest.fixture
+def tiny(isolated_root, monkeypatch):
+    """A tiny pre-training into a stand-in folder of this test's own (not the session's shared one), and
+    the list of archs ``_pretrain`` was called for."""
+    folder = isolated_root / "data" / "cache" / "standin"
+    folder.unlink()  # the session's shared weights stay untouched
+    folder.mkdir()
+    for key, value in TINY.items():
+        monkeypatch.setitem(standin.SETTINGS, key, value)
+    trained, real = [], standin._pretrain
+
+    def pretrain(arch, progress):
+        trained.append(arch)
+        return real(arch, progress)
+
+    monkeypatch.setattr(standin, "_pretrain", pretrain)
+    return folder, trained
+
+
+def test_source_classes():
+    names = standin.source_classes()
+    assert len(names) == standin.SOURCE_PROTOTYPES * standin.VARIANTS == 40
+    assert names[:3] == ["proto00-v0", "proto00-v1", "proto01-v0"] and names[-1] == "proto19-v1"
+
+
+def test_source_to_stl10_is_many_to_one_with_no_deer():
+    mapping = standin.source_to_stl10()
+    deer = STL10_CLASSES.index("deer")
+    assert deer not in mapping.values()  # like ImageNet-1k: deer can only be wrong or 'other'
+    assert sorted(set(mapping.values())) == [c for c in range(10) if c != deer]
+    for target in set(mapping.values()):  # each STL-10 class: both variants of its prototype
+        assert sorted(s for s, t in mapping.items() if t == target) == [2 * target, 2 * target + 1]
+    assert 2 * deer not in mapping and 2 * deer + 1 not in mapping
+    unmapped = set(range(40)) - set(mapping)
+    assert unmapped == {2 * deer, 2 * deer + 1} | set(range(20, 40))  # they become 'other'
+
+
+def test_source_to_tiny_imagenet():
+    assert standin.source_to_tiny_imagenet(2) == {20: 0, 21: 0, 22: 1, 23: 1}  # class i is prototype 10 + i
+    wide = standin.source_to_tiny_imagenet(50)  # only the source task's prototypes 10..19 have a class
+    assert sorted(set(wide.values())) == list(range(10)) and len(wide) == 20
+    assert set(wide) == set(range(20, 40))
+    assert standin.source_to_tiny_imagenet(0) == {}
+
+
+def test_trained_once_then_loaded_from_the_cache(tiny):
+    folder, trained = tiny
+    first = standin.standin_weights("resnet18")
+    assert trained == ["resnet18"]
+    (path,) = folder.iterdir()  # one file, no temporary left
+    settings = "-".join(f"{k}{v}" for k, v in standin.SETTINGS.items())
+    assert path.name == f"resnet18-{settings}-{standin.code_fingerprint()}.pt"
+    assert first["classes"] == standin.source_classes() and json.loads(first["settings"]) == standin.SETTINGS
+    again = standin.standin_weights("resnet18")
+    assert trained == ["resnet18"]  # loaded, not trained
+    assert again["state_dict"].keys() == first["state_dict"].keys()
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in first["state_dict"].items())
+    plain = torchvision.models.resnet18(num_classes=40)
+    plain.load_state_dict(again["state_dict"])  # a plain torchvision ResNet-18 with the 40 source classes
+    net = models.resnet("resnet18", "standin")  # what the notebooks load: the cached weights, honestly named
+    assert trained == ["resnet18"] and net.fc.out_features == len(standin.source_classes())
+    assert torch.equal(net.conv1.weight, first["state_dict"]["conv1.weight"])
+    assert "NOT ImageNet" in models.describe_weights("standin", "resnet18")
+
+
+def test_the_key_follows_the_code_fingerprint_and_the_settings(tiny, monkeypatch):
+    folder, trained = tiny
+    first = standin.standin_weights("resnet18")
+    monkeypatch.setattr(standin, "code_fingerprint", lambda: "0123456789ab")
+    retrained = standin.standin_weights("resnet18")
+    assert trained == ["resnet18", "resnet18"]
+    assert len(list(folder.glob("*-0123456789ab.pt"))) == 1 and len(list(folder.iterdir())) == 2
+    # the same settings train the same weights (CPU, float32, seeded), so a retrain is a true rebuild
+    assert all(torch.equal(retrained["state_dict"][k], v) for k, v in first["state_dict"].items())
+    monkeypatch.setattr(standin, "_pretrain", lambda arch, progress: trained.append(arch) or {})  # no training
+    monkeypatch.setitem(standin.SETTINGS, "seed", 1)
+    standin.standin_weights("resnet18")
+    assert trained == ["resnet18"] * 3 and len(list(folder.glob("*-seed1-0123456789ab.pt"))) == 1
+    standin.standin_weights("resnet18")
+    assert len(trained) == 3
