@@ -197,7 +197,7 @@ def test_a_malformed_argument_is_refused_by_name(argv, parser, message, isolated
     (["data", "--datasets", "stl-10", "--no-weights"], "unknown dataset(s) 'stl-10'; allowed: stl10, "),
     (["bench", "--repeats", "0"], "--repeats=0 is not allowed; allowed: an integer >= 1"),
     (["report", "--profile", "quick"], "profile='quick' is not allowed; allowed: demo, full, smoke"),
-    (["sweep", "q4", "-p", "lr", "1e-3"], "'q4' is not allowed; allowed: q1, q2, q3"),
+    (["sweep", "q4", "-p", "lr", "1e-3"], "unknown notebook 'q4'; allowed: q1, q2, q3"),
 ], ids=["data", "bench", "report", "sweep"])
 def test_a_bad_value_is_one_line_and_exit_1(argv, message, isolated_root, capsys):
     assert cli.main(argv) == 1
