@@ -50,3 +50,19 @@ NOTES = {
 def reference_accuracy(notebook: str, run: str) -> float | None:
     """The original report's test accuracy for a run, as a fraction, or None."""
     return REFERENCE.get(notebook, {}).get(run, {}).get("accuracy")
+
+
+def class_accuracy_note() -> str:
+    """Why the original's fine-tuning "class-wise accuracy" column cannot be per-class recall, computed from
+    its own numbers: STL-10 has 800 test images per class, so a recall is a multiple of 1/800 (0.125 %),
+    and for balanced classes the mean recall equals the overall accuracy."""
+    values = REFERENCE["q1"]["finetune"]["class_accuracy"]
+    per_class, overall = ORIGINAL_TEST_IMAGES["q1"] // len(values), REFERENCE["q1"]["finetune"]["accuracy"]
+    off = [name for name, v in values.items() if abs(v * per_class - round(v * per_class)) > 1e-6]
+    first = next(iter(values))
+    mean = sum(values.values()) / len(values)
+    return (f"The original's class-wise column is not per-class recall: with {per_class} test images per class a "
+            f"recall is a multiple of {100 / per_class:.3f} %, but {len(off)} of its {len(values)} values are not "
+            f"(e.g. {first}: {100 * values[first]:.2f} % × {per_class} = {values[first] * per_class:.2f} images), "
+            f"and their mean, {100 * mean:.2f} %, differs from its overall {100 * overall:.2f} %, which for "
+            f"balanced classes equals the mean recall. Its metric is not stated.")

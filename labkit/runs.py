@@ -44,7 +44,9 @@ def resolve_runs(runs: list, defaults: dict, specs: dict[str, Spec], seeds: list
     seeds = check_seeds(seeds)
     out = {}
     for run in validate_runs(runs, specs, param):
-        settings = {**defaults, **{k: v for k, v in run.items() if k != "name"}}
+        # the notebook's defaults must be valid run settings too (e.g. epochs >= 1), not only the run's own keys
+        settings = {k: specs[k].check(k, v) if k in specs else v for k, v in defaults.items()}
+        settings.update({k: v for k, v in run.items() if k != "name"})
         if keys_for is not None:
             settings = {k: settings[k] for k in keys_for(run["name"])}
         if check is not None:

@@ -22,8 +22,9 @@ def shared_standin(tmp_path_factory) -> Path:
 
 
 def make_root(path: Path, standin: Path) -> Path:
-    """A throwaway project root: data/ and reports/ of its own, the checkout's notebooks/ linked in (the
+    """A throwaway project root (created): data/ and reports/ of its own, the checkout's notebooks/ linked in (the
     notebooks and their parameter files are code, not state), the session's stand-in weights shared."""
+    path.mkdir(parents=True, exist_ok=True)
     (path / "notebooks").symlink_to(ROOT / "notebooks", target_is_directory=True)
     (path / "data" / "cache").mkdir(parents=True)
     (path / "data" / "cache" / "standin").symlink_to(standin, target_is_directory=True)

@@ -97,3 +97,13 @@ def test_random_crop_flip_on_cuda_matches_the_cpu():
     cpu = random_crop_flip(x, torch.Generator().manual_seed(1))
     gpu = random_crop_flip(x.cuda(), torch.Generator().manual_seed(1))
     assert torch.equal(gpu.cpu(), cpu)
+
+
+def test_split_errors_name_the_parameter_to_change():
+    from labkit.params import ParameterError
+    train, held = stratified_split([0, 0, 1, 1], 0.0)
+    assert train.tolist() == [0, 1, 2, 3] and held.tolist() == []
+    with pytest.raises(ParameterError, match=r"val_fraction=0.2: too few images .* class 1 has 1.* val_fraction=0"):
+        stratified_split([0, 0, 0, 1], 0.2, param="val_fraction")
+    with pytest.raises(ParameterError, match=r"test_fraction=1.0 is not allowed"):
+        stratified_split([0, 0, 1, 1], 1.0)
