@@ -44,6 +44,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
+    p.add_argument("--gpu", action="store_true", help="the CUDA benchmark: ResNet-50/18 and the small CNN against "
+                   "an ImageFolder + DataLoader loop, Q1's feature pass, the full profile's predicted wall time")
 
     p = sub.add_parser("report", parents=[common], help="run every notebook, render HTML and PDF, build the index page")
     p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
@@ -112,6 +114,10 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
         return 1 if len(failed) else 0
     if args.command == "bench":
+        if args.gpu:
+            from labkit.bench_gpu import main as bench_gpu
+            bench_gpu(args.repeats)
+            return 0
         from labkit.bench import main as bench
         bench(args.repeats)
         return 0
