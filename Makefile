@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-setup
 
-.PHONY: setup test report lab data bench sweep clean system-deps
+.PHONY: setup test report lab data bench bench-gpu check-device sweep clean system-deps
 
 setup: $(STAMP)
 
@@ -40,6 +40,20 @@ data: setup
 
 bench: setup
 	$(PY) -m labkit bench
+
+# The GPU targets run from the checkout with whatever python3 the machine has (no setup, no venv, no
+# network): a lent GPU machine has torch and friends but no notebook stack. Wheels in .whl/ (git-ignored;
+# the README says how to fetch pytorch-metric-learning's) are installed into a temporary folder first.
+WITH_WHEELS = site=""; if ls .whl/*.whl >/dev/null 2>&1; then site=$$(mktemp -d); \
+	  $(PYTHON) -m pip install -q --no-index --no-deps --no-compile --target "$$site" .whl/*.whl 2>/dev/null \
+	    || for w in .whl/*.whl; do $(PYTHON) -m zipfile -e "$$w" "$$site" || exit 1; done; fi; \
+	PYTHONPATH=".$${site:+:$$site}" PYTHONUNBUFFERED=1
+
+bench-gpu:
+	@$(WITH_WHEELS) $(PYTHON) -m labkit bench --gpu; rc=$$?; rm -rf "$$site"; exit $$rc
+
+check-device:
+	@$(WITH_WHEELS) $(PYTHON) -m labkit check-device; rc=$$?; rm -rf "$$site"; exit $$rc
 
 # make sweep NB=q3 ARGS="-p lr 1e-3 1e-4 --seeds 2 --jobs 2"   (a local Dask cluster)
 # DASK_SCHEDULER_ADDRESS=tcp://head:8786 make sweep NB=q3 ARGS="-p lr 1e-3 1e-4"   (an existing one)

@@ -1,4 +1,4 @@
-"""``python -m labkit <command>``: data, bench, report, sweep.
+"""``python -m labkit <command>``: data, bench, report, sweep, check-device.
 
 An expected error (a bad parameter, profile or notebook, missing data, no network, a checksum
 mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1; ``--debug``
@@ -45,6 +45,11 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
+    p.add_argument("--gpu", action="store_true", help="the CUDA benchmark: ResNet-50/18 and the small CNN against "
+                   "an ImageFolder + DataLoader loop, Q1's feature pass, the full profile's predicted wall time")
+
+    sub.add_parser("check-device", parents=[common], help="on a GPU machine: every question at smoke size on CUDA, "
+                   "the CUDA data paths, bf16 vs fp32, a short bench --gpu (one line per check)")
 
     p = sub.add_parser("report", parents=[common], help="run every notebook, render HTML and PDF, build the index page")
     p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
@@ -124,9 +129,16 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "bench":
         if args.repeats < 1:  # before minutes of warm-up runs end in a median of nothing
             raise ParameterError(f"--repeats={args.repeats} is not allowed; allowed: an integer >= 1")
+        if args.gpu:
+            from labkit.bench_gpu import main as bench_gpu
+            bench_gpu(args.repeats)
+            return 0
         from labkit.bench import main as bench
         bench(args.repeats)
         return 0
+    if args.command == "check-device":
+        from labkit.check_device import main as check_device
+        return check_device()
     return 1
 
 

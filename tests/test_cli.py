@@ -143,9 +143,9 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- every subcommand
 
-COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats"],
+COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats", "--gpu"], "check-device": [],
             "report": ["--profile", "--only", "--timeout", "--out"],
-            "sweep": ["notebook", "--param", "--seeds", "--jobs", "--profile", "--timeout", "--out"]}
+            "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"]}
 
 
 def _exit_code(argv) -> int:
