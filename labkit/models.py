@@ -12,6 +12,8 @@ from labkit.losses import ModelOutput
 
 RESNET_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 ARCHS = ("resnet18", "resnet50")
+# labkit's own offline stand-ins for ImageNet pre-training (labkit.standin): the demo's, and a seconds-size one
+STANDINS = ("standin", "standin-smoke")
 # The ImageNet weights the original report would have used with `pretrained=True`.
 IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}
 
@@ -65,16 +67,16 @@ def resnet(arch: str, weights: str = "standin") -> nn.Module:
         raise ValueError(f"arch={arch!r} is not allowed; allowed: {', '.join(ARCHS)}")
     if weights == "imagenet":
         state = load_imagenet_state_dict(arch)
-    elif weights == "standin":
+    elif weights in STANDINS:
         from labkit.standin import standin_weights
-        state = standin_weights(arch)["state_dict"]
+        state = standin_weights(arch, weights)["state_dict"]
     elif weights == "none":
         return getattr(torchvision.models, arch)(weights=None)
     else:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise ValueError(f"weights={weights!r} is not allowed; allowed: 'standin', 'imagenet', 'none' "
-                             f"or the path of an existing state-dict file")
+            raise ValueError(f"weights={weights!r} is not allowed; allowed: {', '.join(map(repr, STANDINS))}, "
+                             f"'imagenet', 'none' or the path of an existing state-dict file")
         state = _load_state_dict_file(path)
     num_classes = state["fc.weight"].shape[0] if "fc.weight" in state else 1000
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -86,9 +88,13 @@ def describe_weights(weights: str, arch: str) -> str:
     """A one-line, honest name for the weights in use (the notebooks' banner)."""
     if weights == "imagenet":
         return f"ImageNet-1k pretrained {arch} (torchvision {IMAGENET_WEIGHTS[arch]})"
-    if weights == "standin":
-        return (f"STAND-IN weights: {arch} pre-trained by labkit on a synthetic source task, NOT ImageNet. "
-                f"Numbers here show the method working, not ImageNet transfer results.")
+    if weights in STANDINS:
+        from labkit.standin import report
+        r = report(arch, weights)
+        return (f"STAND-IN weights ({weights}): {arch} pre-trained by labkit on a {r['source_task']} "
+                f"({r['train_images']:,} images, {r['train_seconds']:.0f} s), held-out top-1 "
+                f"{100 * r['heldout_top1']:.0f} %, NOT ImageNet. Numbers here show the methods working, not "
+                f"ImageNet transfer results.")
     if weights == "none":
         return f"randomly initialised {arch} (no pre-training)"
     return f"{arch} weights from the local file {weights}"

@@ -60,7 +60,7 @@ class Spec:
 
 
 def weights_spec() -> Spec:
-    return Spec(str, note="'standin', 'imagenet', 'none' or the path of a state-dict file")
+    return Spec(str, note="'standin', 'standin-smoke', 'imagenet', 'none' or the path of a state-dict file")
 
 
 COMMON = {
@@ -91,7 +91,7 @@ def validate(params: dict, specs: dict[str, Spec], notebook: str) -> dict:
     resolved = {name: spec.check(name, params[name]) for name, spec in all_specs.items() if name in params}
     if "weights" in resolved:
         w = resolved["weights"]
-        if w not in ("standin", "imagenet", "none") and not Path(w).expanduser().is_file():
+        if w not in ("standin", "standin-smoke", "imagenet", "none") and not Path(w).expanduser().is_file():
             raise ParameterError(f"parameter 'weights' = {w!r} is not allowed; allowed: {weights_spec().allowed()}")
     if "profile" in resolved and not resolved.get("output_dir"):
         resolved["output_dir"] = str(default_output_dir(resolved["profile"], notebook))

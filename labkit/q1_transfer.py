@@ -21,7 +21,7 @@ from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
 from labkit.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.imagenet import IMAGENET_TO_STL10
-from labkit.models import RESNET_STAGES, classifier, resnet
+from labkit.models import RESNET_STAGES, STANDINS, classifier, resnet
 from labkit.optim import OPTIMIZERS, make_optimizer
 from labkit.params import ParameterError, Spec, from_notebook
 from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir
@@ -44,7 +44,7 @@ RUN_SPECS = {
     "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split"),
 }
 PARAM_SPECS = {
-    "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-50 state-dict file"),
+    "weights": Spec(str, note="'standin', 'standin-smoke', 'imagenet' or the path of a ResNet state-dict file"),
     "arch": Spec(str, ("resnet50", "resnet18")),
     "synthetic_train_per_class": Spec(int, min=2),
     "synthetic_test_per_class": Spec(int, min=1),
@@ -118,7 +118,7 @@ def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, in
     source's name ("ImageNet-1k" or the stand-in's synthetic source task)."""
     model = resnet(arch, weights)
     n = model.fc.out_features
-    if weights == "standin" or (weights not in ("imagenet",) and n == len(standin.source_classes())):
+    if weights in STANDINS or (weights not in ("imagenet",) and n == len(standin.source_classes())):
         return model, standin.source_to_stl10(), f"the stand-in's synthetic source task ({n} classes)"
     if n == 1000:
         return model, dict(IMAGENET_TO_STL10), "ImageNet-1k (1000 classes)"
@@ -128,10 +128,10 @@ def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, in
 
 def _weights_id(weights: str) -> str:
     path = Path(weights).expanduser()
-    if weights not in ("standin", "imagenet", "none") and path.is_file():
+    if weights not in (*STANDINS, "imagenet", "none") and path.is_file():
         st = path.stat()
         return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    return weights + (str(standin.SETTINGS) if weights == "standin" else "")
+    return weights + (str(standin.SETTINGS[weights]) if weights in STANDINS else "")
 
 
 @torch.no_grad()

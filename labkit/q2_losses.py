@@ -30,7 +30,7 @@ RUN_SPECS = {"loss": Spec(str, LOSSES), "loss_weight": Spec(float, min=0.0), "lr
              "miner": Spec(str, MINERS), "m_per_class": Spec(int, min=2),
              "center_alpha": Spec(float, min=1e-6, max=1.0), "augment": Spec(bool)}
 PARAM_SPECS = {
-    "weights": Spec(str, note="'standin', 'imagenet' or the path of a ResNet-18 state-dict file"),
+    "weights": Spec(str, note="'standin', 'standin-smoke', 'imagenet' or the path of a ResNet-18 state-dict file"),
     "num_classes": Spec(int, min=2, max=200),
     "class_order": Spec(str, ("sorted", "wnids")),
     "synthetic_train_per_class": Spec(int, min=4),

@@ -9,7 +9,7 @@ import torchvision
 from labkit import models, standin
 from labkit.data import STL10_CLASSES
 
-TINY = {"per_class": 1, "image_size": 16, "epochs": 1, "batch_size": 40}  # 40 images, one update
+TINY = {"per_class": 1, "image_size": 16, "epochs": 1, "batch_size": 40, "heldout_per_class": 1}  # one update
 
 
 @pytest.fixture
@@ -20,12 +20,12 @@ def tiny(isolated_root, monkeypatch):
     folder.unlink()  # the session's shared weights stay untouched
     folder.mkdir()
     for key, value in TINY.items():
-        monkeypatch.setitem(standin.SETTINGS, key, value)
+        monkeypatch.setitem(standin.SETTINGS["standin"], key, value)
     trained, real = [], standin._pretrain
 
-    def pretrain(arch, progress):
+    def pretrain(arch, settings, progress):
         trained.append(arch)
-        return real(arch, progress)
+        return real(arch, settings, progress)
 
     monkeypatch.setattr(standin, "_pretrain", pretrain)
     return folder, trained
@@ -62,9 +62,13 @@ def test_trained_once_then_loaded_from_the_cache(tiny):
     first = standin.standin_weights("resnet18")
     assert trained == ["resnet18"]
     (path,) = folder.iterdir()  # one file, no temporary left
-    settings = "-".join(f"{k}{v}" for k, v in standin.SETTINGS.items())
-    assert path.name == f"resnet18-{settings}-{standin.code_fingerprint()}.pt"
-    assert first["classes"] == standin.source_classes() and json.loads(first["settings"]) == standin.SETTINGS
+    settings = "-".join(f"{k}{v}" for k, v in standin.SETTINGS["standin"].items())
+    assert path.name == f"resnet18-standin-{settings}-{standin.code_fingerprint()}.pt"
+    assert first["classes"] == standin.source_classes()
+    assert json.loads(first["settings"]) == standin.SETTINGS["standin"]
+    report = json.loads(first["report"])
+    assert report["source_task"] == "40-class synthetic source task" and report["train_images"] == 40
+    assert report["heldout_images"] == 40 and 0 <= report["heldout_top1"] <= 1 and report["train_seconds"] >= 0
     again = standin.standin_weights("resnet18")
     assert trained == ["resnet18"]  # loaded, not trained
     assert again["state_dict"].keys() == first["state_dict"].keys()
@@ -74,7 +78,8 @@ def test_trained_once_then_loaded_from_the_cache(tiny):
     net = models.resnet("resnet18", "standin")  # what the notebooks load: the cached weights, honestly named
     assert trained == ["resnet18"] and net.fc.out_features == len(standin.source_classes())
     assert torch.equal(net.conv1.weight, first["state_dict"]["conv1.weight"])
-    assert "NOT ImageNet" in models.describe_weights("standin", "resnet18")
+    banner = models.describe_weights("standin", "resnet18")
+    assert "NOT ImageNet" in banner and "40-class synthetic source task" in banner and "held-out top-1" in banner
 
 
 def test_the_key_follows_the_code_fingerprint_and_the_settings(tiny, monkeypatch):
@@ -86,9 +91,21 @@ def test_the_key_follows_the_code_fingerprint_and_the_settings(tiny, monkeypatch
     assert len(list(folder.glob("*-0123456789ab.pt"))) == 1 and len(list(folder.iterdir())) == 2
     # the same settings train the same weights (CPU, float32, seeded), so a retrain is a true rebuild
     assert all(torch.equal(retrained["state_dict"][k], v) for k, v in first["state_dict"].items())
-    monkeypatch.setattr(standin, "_pretrain", lambda arch, progress: trained.append(arch) or {})  # no training
-    monkeypatch.setitem(standin.SETTINGS, "seed", 1)
+    monkeypatch.setattr(standin, "_pretrain", lambda arch, s, progress: trained.append(arch) or ({}, {}))
+    monkeypatch.setitem(standin.SETTINGS["standin"], "seed", 1)
     standin.standin_weights("resnet18")
     assert trained == ["resnet18"] * 3 and len(list(folder.glob("*-seed1-0123456789ab.pt"))) == 1
     standin.standin_weights("resnet18")
     assert len(trained) == 3
+
+
+def test_the_smoke_stand_in_is_its_own_and_learns_its_task(isolated_root):
+    """The seconds-size stand-in of the smoke profile and the tests: cached under its own key, and above chance
+    (2.5 %) on held-out source images, by a margin: 4x chance."""
+    blob = standin.standin_weights("resnet18", "standin-smoke")
+    report = json.loads(blob["report"])
+    assert report["kind"] == "standin-smoke" and report["heldout_images"] == 160 and report["train_images"] == 480
+    assert report["heldout_top1"] > 0.1, report
+    assert any("standin-smoke" in p.name for p in (isolated_root / "data" / "cache" / "standin").iterdir())
+    with pytest.raises(ValueError, match="allowed: standin, standin-smoke"):
+        standin.standin_weights("resnet18", "standin-huge")
