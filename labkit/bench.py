@@ -264,6 +264,12 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
             "overhead": dask_s / direct_s - 1, "cluster_start_s": start}
 
 
+def bench_standin(archs=("resnet18", "resnet50"), kind: str = "standin") -> dict:
+    """The demo's stand-in pre-training, cold (the throwaway root has no cache): time and held-out top-1."""
+    from labkit.standin import report
+    return {arch: report(arch, kind) for arch in archs}
+
+
 def main(repeats: int = 7) -> dict:
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # no progress bars between the figures
     from labkit.paths import project_root
@@ -293,6 +299,11 @@ def main(repeats: int = 7) -> dict:
                   f"labkit {r['labkit_s']:.1f} s (test accuracy {100 * r['labkit_accuracy']:.1f} %), plain PIL "
                   f"Dataset + DataLoader(2 workers) {r['plain_s']:.1f} s ({100 * r['plain_accuracy']:.1f} %) -> "
                   f"{r['ratio']:.1f}x faster (target >= 3x)", flush=True)
+        for arch, r in bench_standin().items():
+            results[f"standin_{arch}"] = r
+            print(f"stand-in {arch} pre-training ({r['source_task']}, {r['train_images']:,} images): "
+                  f"{r['train_seconds']:.0f} s, held-out top-1 {100 * r['heldout_top1']:.1f} % (goal >= 80 %)",
+                  flush=True)
         r = results["sweep"] = bench_sweep(tmp, notebooks)
         print(f"sweep of {r['points']} Q3 smoke points: papermill one after another {r['sequential_s']:.0f} s, "
               f"sweep --jobs 2 on Dask {r['jobs2_s']:.0f} s -> {r['ratio']:.2f}x faster; per point, Dask "

@@ -67,6 +67,8 @@ FAKE = {
     "fit_overhead": {"labkit_s_per_epoch": 2.071, "plain_s_per_epoch": 2.113, "ratio": 0.98},
     "stl10_pipeline": {"images": 2000, "labkit_img_per_s": 12690.4, "baseline_img_per_s": 1651.2, "ratio": 7.69},
     "cache": {"files": 400, "cold_s": 0.321, "cached_s": 0.0089, "ratio": 36.1},
+    "standin": {arch: {"source_task": "40-class synthetic source task", "train_images": 6000, "train_seconds": s,
+                       "heldout_top1": top1} for arch, s, top1 in (("resnet18", 66, 0.836), ("resnet50", 240, 0.81))},
     "sweep": {"points": 8, "sequential_s": 120.0, "jobs2_s": 80.0, "ratio": 1.5, "dask_point_s": 15.5,
               "direct_point_s": 15.0, "overhead": 0.0333, "cluster_start_s": 2.0},
     "q3": {"photos": 600, "epochs": 8, "labkit_s": 1.62, "plain_s": 9.14, "ratio": 5.64, "labkit_accuracy": 0.806,
@@ -93,15 +95,16 @@ def test_main_prints_every_ratio_on_a_throwaway_root(tmp_path, monkeypatch, caps
     monkeypatch.setattr(bench, "bench_cache", fake("cache", FAKE["cache"]))
     monkeypatch.setattr(bench, "bench_q3_training", fake("q3", FAKE["q3"]))
     monkeypatch.setattr(bench, "bench_sweep", fake("sweep", FAKE["sweep"]))
+    monkeypatch.setattr(bench, "bench_standin", fake("standin", FAKE["standin"]))
     results = bench.main(repeats=3)
 
     assert list(results) == ["fit_overhead", "stl10_pipeline", "cache", "q3_training_32px", "q3_training_64px",
-                             "sweep"]
+                             "standin_resnet18", "standin_resnet50", "sweep"]
     throwaway = Path(seen[0][1])
     assert throwaway != tmp_path / "users-root" and throwaway.name.startswith("labkit-bench-")
     assert [(name, root == str(throwaway)) for name, root, _, _ in seen] == [
         ("fit", True), ("write", False), ("stl10", True), ("cache", True), ("q3", True), ("q3", True),
-        ("sweep", True)]
+        ("standin", True), ("sweep", True)]
     assert seen[0][2] == (3,) and seen[2][2] == (throwaway / "stl10", 3) and seen[3][2] == (throwaway, 3)
     assert seen[1][1] == str(throwaway / "stl10") and seen[1][3] == {"train_per_class": 200, "test_per_class": 1}
     assert [s[3] for s in seen[4:6]] == [{"image_size": 32}, {"image_size": 64}]
@@ -116,6 +119,10 @@ def test_main_prints_every_ratio_on_a_throwaway_root(tmp_path, monkeypatch, caps
         "plain PIL Dataset + DataLoader(2 workers) 9.1 s (80.0 %) -> 5.6x faster (target >= 3x)",
         "Q3 Adam run from 600 photo-size JPEGs (8 epochs, 64x64, SmallCNN): labkit 1.6 s (test accuracy 80.6 %), "
         "plain PIL Dataset + DataLoader(2 workers) 9.1 s (80.0 %) -> 5.6x faster (target >= 3x)",
+        "stand-in resnet18 pre-training (40-class synthetic source task, 6,000 images): 66 s, held-out top-1 "
+        "83.6 % (goal >= 80 %)",
+        "stand-in resnet50 pre-training (40-class synthetic source task, 6,000 images): 240 s, held-out top-1 "
+        "81.0 % (goal >= 80 %)",
         "sweep of 8 Q3 smoke points: papermill one after another 120 s, sweep --jobs 2 on Dask 80 s -> 1.50x faster; "
         "per point, Dask 15.5 s vs papermill directly 15.0 s -> +3.3 % (goal <= +10 %), plus 2.0 s to start the "
         "cluster once per sweep",

@@ -103,3 +103,21 @@ def test_same_seed_same_numbers_with_caches_cleared(tmp_path, monkeypatch, share
         assert np.array_equal(a.y_pred, b.y_pred), name
         if a.history is not None:
             assert [e["train_loss"] for e in a.history.epochs] == [e["train_loss"] for e in b.history.epochs], name
+
+
+def test_the_triplet_and_center_terms_change_training_from_the_first_update(isolated_root):
+    """Not just "accuracy > chance": with the same seed, data and batches, the extra terms change the loss of
+    the very first update and the trained weights."""
+    P = q2.parameters({**default_parameters("q2", "smoke"), "epochs": 1})
+    data = q2.load_data(P["data_source"], P["data_dir"], P["num_classes"], P["class_order"], P["image_size"],
+                        P["synthetic_train_per_class"], P["synthetic_val_per_class"], P["val_fraction"], P["seed"])
+    runs = q2.plan({**P, "runs": [{"name": "ce", "loss": "ce"}, {"name": "center", "loss": "ce_center",
+                                                                 "loss_weight": 0.1},
+                                  {"name": "ce_pk", "loss": "ce_triplet", "loss_weight": 0.0},
+                                  {"name": "triplet", "loss": "ce_triplet", "loss_weight": 1.0}]})
+    out = {name: q2.train_and_test(run, data, torch.device("cpu")) for name, (run,) in runs.items()}
+    first = {name: o.history.updates[0]["loss"] for name, o in out.items()}
+    assert first["center"] > first["ce"]  # the same first batch, plus 0.1 x a positive center loss
+    assert first["triplet"] != first["ce_pk"]  # the same P x K batch, with and without the triplet term
+    assert not np.array_equal(out["triplet"].artifacts["embeddings"], out["ce_pk"].artifacts["embeddings"])
+    assert not np.array_equal(out["center"].artifacts["embeddings"], out["ce"].artifacts["embeddings"])
