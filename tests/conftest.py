@@ -38,6 +38,33 @@ def isolated_root(tmp_path, monkeypatch, shared_standin) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def same_twice(tmp_path, monkeypatch, shared_standin):
+    """Same-machine determinism at smoke size: a question's runs trained twice, each time from empty caches
+    (data, checkpoints), give the same predictions and the same training curves."""
+    import numpy as np
+    import torch
+
+    from labkit.notebooks import default_parameters
+
+    def check(module, key: str, load, pick) -> None:
+        outcomes = []
+        for attempt in ("first", "second"):
+            monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path / attempt, shared_standin)))
+            P = module.parameters(default_parameters(key, "smoke"))
+            data = load(P)
+            outcomes.append({run.name: module.train_and_test(run, data, torch.device("cpu"))
+                             for run in pick(module.plan(P))})
+        first, second = outcomes
+        for name, a in first.items():
+            b = second[name]
+            assert np.array_equal(a.y_pred, b.y_pred), name
+            if a.history is not None:
+                assert [e["train_loss"] for e in a.history.epochs] == [e["train_loss"] for e in b.history.epochs]
+
+    return check
+
+
 @pytest.fixture(scope="session")
 def smoke_report(tmp_path_factory, shared_standin):
     """One end-to-end report with the smoke profile (every notebook, HTML, PDF, index) under a throwaway root,

@@ -59,20 +59,7 @@ def test_features_are_cached(isolated_root):
     assert not np.allclose(second["fc"].numpy(), 0)
 
 
-def test_same_seed_same_numbers_with_caches_cleared(tmp_path, monkeypatch, shared_standin):
-    """Same-machine determinism at smoke size: twice from empty caches (data, checkpoints), the same
-    predictions and the same training curve."""
-    from conftest import make_root
-    outcomes = []
-    for attempt in ("first", "second"):
-        monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path / attempt, shared_standin)))
-        P = q1.parameters(default_parameters("q1", "smoke"))
-        data = (lambda P: q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"], P["synthetic_test_per_class"], P["seed"]))(P)
-        runs = (lambda plan: [plan["svm"][0], plan["finetune"][0]])(q1.plan(P))
-        outcomes.append({run.name: q1.train_and_test(run, data, torch.device("cpu")) for run in runs})
-    first, second = outcomes
-    for name, a in first.items():
-        b = second[name]
-        assert np.array_equal(a.y_pred, b.y_pred), name
-        if a.history is not None:
-            assert [e["train_loss"] for e in a.history.epochs] == [e["train_loss"] for e in b.history.epochs], name
+def test_same_seed_same_numbers_with_caches_cleared(same_twice):
+    same_twice(q1, "q1", lambda P: q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"],
+                                                P["synthetic_test_per_class"], P["seed"]),
+               lambda plan: [plan["svm"][0], plan["finetune"][0]])

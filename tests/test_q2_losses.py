@@ -86,23 +86,12 @@ def test_impossible_pk_batches_are_refused_naming_the_three_parameters():
         q2.plan({**P, "num_classes": 5, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 64}]})
 
 
-def test_same_seed_same_numbers_with_caches_cleared(tmp_path, monkeypatch, shared_standin):
-    """Same-machine determinism at smoke size: twice from empty caches (data, checkpoints), the same
-    predictions and the same training curve."""
-    from conftest import make_root
-    outcomes = []
-    for attempt in ("first", "second"):
-        monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path / attempt, shared_standin)))
-        P = q2.parameters(default_parameters("q2", "smoke"))
-        data = (lambda P: q2.load_data(P["data_source"], P["data_dir"], P["num_classes"], P["class_order"], P["image_size"], P["synthetic_train_per_class"], P["synthetic_val_per_class"], P["val_fraction"], P["seed"]))(P)
-        runs = (lambda plan: [per_seed[0] for per_seed in plan.values()])(q2.plan(P))
-        outcomes.append({run.name: q2.train_and_test(run, data, torch.device("cpu")) for run in runs})
-    first, second = outcomes
-    for name, a in first.items():
-        b = second[name]
-        assert np.array_equal(a.y_pred, b.y_pred), name
-        if a.history is not None:
-            assert [e["train_loss"] for e in a.history.epochs] == [e["train_loss"] for e in b.history.epochs], name
+def test_same_seed_same_numbers_with_caches_cleared(same_twice):
+    same_twice(q2, "q2",
+               lambda P: q2.load_data(
+                   P["data_source"], P["data_dir"], P["num_classes"], P["class_order"], P["image_size"],
+                   P["synthetic_train_per_class"], P["synthetic_val_per_class"], P["val_fraction"], P["seed"]),
+               lambda plan: [per_seed[0] for per_seed in plan.values()])
 
 
 def test_the_triplet_and_center_terms_change_training_from_the_first_update(isolated_root):

@@ -47,23 +47,14 @@ def test_q3_notebook_is_known_to_the_report():
     assert NOTEBOOKS["q3"] == "q3_dogs_vs_cats_optimizers.ipynb"
 
 
-def test_same_seed_same_numbers_with_caches_cleared(tmp_path, monkeypatch, shared_standin):
-    """Same-machine determinism at smoke size: twice from empty caches (data, checkpoints), the same
-    predictions and the same training curve."""
-    from conftest import make_root
-    outcomes = []
-    for attempt in ("first", "second"):
-        monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path / attempt, shared_standin)))
-        P = q3.parameters(default_parameters("q3", "smoke"))
-        data = (lambda P: q3.load_data(P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"], P["test_fraction"], P["val_fraction"], P["seed"]))(P)
-        runs = (lambda plan: [plan["optimizers"]["sgd_bs1"][0], plan["optimizers"]["adam"][0], plan["order"]["full_batch"][0]])(q3.plan(P))
-        outcomes.append({run.name: q3.train_and_test(run, data, torch.device("cpu")) for run in runs})
-    first, second = outcomes
-    for name, a in first.items():
-        b = second[name]
-        assert np.array_equal(a.y_pred, b.y_pred), name
-        if a.history is not None:
-            assert [e["train_loss"] for e in a.history.epochs] == [e["train_loss"] for e in b.history.epochs], name
+def test_same_seed_same_numbers_with_caches_cleared(same_twice):
+    same_twice(q3, "q3",
+               lambda P: q3.load_data(
+                   P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"], P["test_fraction"],
+                   P["val_fraction"], P["seed"]),
+               lambda plan: [plan["optimizers"]["sgd_bs1"][0],
+                              plan["optimizers"]["adam"][0],
+                              plan["order"]["full_batch"][0])
 
 
 def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
