@@ -54,7 +54,7 @@ def test_same_seed_same_numbers_with_caches_cleared(same_twice):
                    P["val_fraction"], P["seed"]),
                lambda plan: [plan["optimizers"]["sgd_bs1"][0],
                               plan["optimizers"]["adam"][0],
-                              plan["order"]["full_batch"][0])
+                              plan["order"]["full_batch"][0]])
 
 
 def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
