@@ -22,7 +22,7 @@ from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
 from labkit.reference import reference_accuracy
 from labkit.results import FLAGS
-from labkit.text import percent
+from labkit.text import is_number, percent
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-get install chromium) or set "
@@ -165,19 +165,25 @@ def summary_rows(results: list[NotebookResult], written: dict[str, dict]) -> pd.
     for r in results:
         if r.status == "failed" or r.key not in written:
             rows.append({"notebook": r.key, "run": "(notebook failed)", "accuracy": None, "ci_low": None,
-                         "ci_high": None, "status": "failed", "original": None, "weights": None, "device": None})
+                         "ci_high": None, "status": "failed", "original": None, "train_seconds": None,
+                         "weights": None, "device": None})
             continue
         m = written[r.key]
         for name, run in m["runs"].items():
             rows.append({"notebook": r.key, "run": name, "accuracy": run.get("accuracy"),
                          "ci_low": run.get("accuracy_ci_low"), "ci_high": run.get("accuracy_ci_high"),
                          "status": run.get("status"), "original": reference_accuracy(r.key, name),
-                         "weights": m.get("weights"), "device": m.get("device")})
+                         "train_seconds": run.get("train_seconds"), "weights": m.get("weights"),
+                         "device": m.get("device_name") or m.get("device")})
     return pd.DataFrame(rows)
 
 
 def _percent(v) -> str:
     return percent(v, 2, sign=False)
+
+
+def _seconds(v) -> str:
+    return f"{float(v):.1f}" if is_number(v) else ""
 
 
 def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
@@ -195,7 +201,8 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
         body_rows.append(
             f"<tr class='{e(str(row['status']))}'><td>{e(row['notebook'])}</td><td>{e(row['run'])}</td>"
             f"<td class='num'>{_percent(row['accuracy'])}</td><td class='num'>{ci}</td>"
-            f"<td class='num'>{_percent(row['original'])}</td><td>{flag}</td></tr>")
+            f"<td class='num'>{_percent(row['original'])}</td><td class='num'>{_seconds(row['train_seconds'])}</td>"
+            f"<td>{flag}</td></tr>")
     links = []
     for r in results:
         items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
@@ -223,9 +230,9 @@ tr.at_chance td {{ color: #8a5a00; font-weight: 600; }}
 <p>The whole report as one PDF: <a href='report.pdf'>report.pdf</a> · summary table as <a href='summary.csv'>CSV</a></p>
 <h2>Summary</h2>
 <table><tr><th>notebook</th><th>run</th><th>ours: test accuracy (%)</th><th>95 % CI</th>
-<th>original report (%)</th><th>flag</th></tr>{''.join(body_rows)}</table>
-<p class='note'>“Original report” numbers are the lab report's own (kept in labkit.reference), shown for comparison; ours come
-from this run's metrics.json files. With stand-in weights (demo and smoke profiles) numbers show the methods
+<th>original report (%)</th><th>train time (s)</th><th>flag</th></tr>{''.join(body_rows)}</table>
+<p class='note'>“Original report” numbers are the lab report's own (kept in labkit.reference), shown for
+comparison; ours come from this run's metrics.json files, with each run's training time. With stand-in weights (demo and smoke profiles) numbers show the methods
 working on synthetic data and are not comparable to ImageNet results.</p>
 </body></html>
 """
@@ -268,7 +275,8 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
     written = {r.key: json.loads((root / r.key / "metrics.json").read_text())
                for r in results if (root / r.key / "metrics.json").exists()}
     facts = {"profile": profile, "date": started.isoformat(timespec="seconds"),
-             "devices": ", ".join(sorted({m["device"] for m in written.values()})) or "n/a",
+             "devices": ", ".join(sorted({f"{m['device']} ({m.get('device_name', '?')})"
+                                          for m in written.values()})) or "n/a",
              "weights": "; ".join(f"{key}: {m['weights']}" for key, m in written.items()) or "n/a",
              "torch": __import__("torch").__version__, "labkit": labkit.__version__, "git commit": git_commit(),
              "python": sys.version.split()[0],

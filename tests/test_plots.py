@@ -170,6 +170,17 @@ def test_bar_with_ci_widths_whiskers_and_reference(ax):
     assert ax.get_xlim() == (0, 1)
 
 
+def test_a_run_without_accuracy_is_drawn_as_its_status_never_as_a_0_bar(ax):
+    table = pd.DataFrame({"accuracy": [0.8, None], "ci_low": [0.7, None], "ci_high": [0.9, None],
+                          "status": ["ok", "diverged"], "original": [0.82, 0.43]}, index=["adam", "sgd_bs1"])
+    plots.bar_with_ci(table, ax=ax)
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert [p.get_width() for p in bars[0].patches] == [0.8]  # only the run with an accuracy has a blue bar
+    (hatched,) = [p for c in bars[1:] for p in c.patches]
+    assert hatched.get_hatch() == "//" and hatched.get_facecolor()[3] == 0  # an empty, hatched bar
+    assert "DIVERGED" in [t.get_text() for t in ax.texts]
+
+
 def test_bar_with_ci_without_reference_column(ax):
     plots.bar_with_ci(_summary().drop(columns="original"), ax=ax)
     assert not [c for c in ax.collections if c.get_label() == "original report"]

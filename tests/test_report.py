@@ -117,6 +117,7 @@ def test_a_failing_notebook_is_kept_marked_and_named(tiny_project, capsys):
     assert "FAILED" in index and "this notebook is broken" in index
     summary = (tiny_project / "out" / "summary.csv").read_text()
     assert "bad,(notebook failed)" in summary and "good,only,0.75" in summary
+    assert summary.splitlines()[0] == "notebook,run,accuracy,ci_low,ci_high,status,original,train_seconds,weights,device"
 
 
 def test_unknown_parameter_is_refused_before_running(tiny_project):
