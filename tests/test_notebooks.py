@@ -155,3 +155,19 @@ def test_the_notebook_refuses_an_injected_name_as_the_report_does(key):
     assert str(from_report.value) == f"{notebook.name}: {in_notebook.value}"
     del namespace["learning_rate"], namespace["In"]
     assert from_notebook(namespace, QUESTIONS[key].PARAM_SPECS, key)["profile"] == "smoke"
+
+
+def test_plain_papermill_with_an_unknown_parameter_stops_in_the_first_cell(isolated_root):
+    """papermill only warns about a name the notebook does not declare; the notebook's first cell refuses it
+    with the same message as ``make report``, before any data is loaded."""
+    out = isolated_root / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(registry.notebooks_dir() / registry.NOTEBOOKS["q3"]), str(out),
+                                   parameters={"profile": "smoke", "learning_rate": 0.1},
+                                   cwd=str(registry.notebooks_dir()), kernel_name="python3", progress_bar=False)
+    assert err.value.ename == "ParameterError" and "unknown parameter(s) 'learning_rate'" in err.value.evalue
+    executed = json.loads(out.read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    failed = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c["outputs"]))
+    assert failed == 2  # parameters, papermill's injected cell, then the first cell of the notebook's own
+    assert not (isolated_root / "data" / "synthetic").exists()  # nothing was loaded
