@@ -10,6 +10,8 @@ from labkit.paths import default_output_dir
 
 PROFILES = ("demo", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
+# What a completed run leaves in data/cache/checkpoints (see labkit.checkpoints).
+KEEP_CHECKPOINTS = ("final", "none", "all")
 
 
 class ParameterError(ValueError):
