@@ -78,6 +78,8 @@ COMMON = {
     "seeds": Spec(list, note="training seeds, e.g. [0] or [0, 1, 2]: each run is repeated once per seed"),
     "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split, train on the whole training split"),
     "device": Spec(str, note="'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps'"),
+    "keep_checkpoints": Spec(str, KEEP_CHECKPOINTS, note="(what a completed run keeps: its final weights without "
+                                                        "optimizer state, nothing, or every epoch's checkpoint too)"),
 }
 
 
