@@ -60,5 +60,10 @@ check-device:
 sweep: setup
 	$(PY) -m labkit sweep $(NB) --profile $(PROFILE) $(if $(DASK_SCHEDULER_ADDRESS),--scheduler $(DASK_SCHEDULER_ADDRESS)) $(ARGS)
 
+# The big hammer: everything labkit generated. `python -m labkit cache --prune` removes old checkpoints only.
 clean:
-	rm -rf reports/* data/cache data/synthetic .pytest_cache
+	find reports -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf data/cache data/synthetic .pytest_cache
+	@kept=""; for d in data/*/; do [ -d "$$d" ] && kept="$$kept $$d"; done; \
+	echo "removed: reports/, data/cache/ (checkpoints, features, decoded datasets, stand-in weights), data/synthetic/"; \
+	echo "kept: downloaded datasets:$${kept:- none}; ImageNet weights in torch's cache ($${TORCH_HOME:-~/.cache/torch}); .venv"

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labkit.bench_share import bench_shared_cores, describe as describe_shared_cores
 from labkit.data import Batches, load_dogs_vs_cats, load_stl10
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from labkit.data.synthetic import render_many, write_stl10
@@ -310,6 +311,8 @@ def main(repeats: int = 7) -> dict:
               f"{r['dask_point_s']:.1f} s vs papermill directly {r['direct_point_s']:.1f} s -> "
               f"{100 * r['overhead']:+.1f} % (goal <= +10 %), plus {r['cluster_start_s']:.1f} s to start the "
               f"cluster once per sweep", flush=True)
+        r = results["shared_cores"] = bench_shared_cores(tmp, min(repeats, 3))  # whole runs: 3 rounds are enough
+        print(describe_shared_cores(r), flush=True)
         return results
     finally:
         if previous_root is None:

@@ -1,4 +1,4 @@
-"""``python -m labkit <command>``: data, bench, report, sweep, check-device.
+"""``python -m labkit <command>``: data, bench, report, sweep, check-device, cache.
 
 An expected error (a bad parameter, profile or notebook, missing data, no network, a checksum
 mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1; ``--debug``
@@ -74,6 +74,17 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run")
     p.add_argument("--out", default=None, help="folder (default: reports/<profile>/sweeps/<notebook>)")
 
+    p = sub.add_parser("cache", parents=[common], help="what data/cache holds, by kind, with sizes and last use; "
+                                                        "--prune removes old checkpoints")
+    p.add_argument("--prune", action="store_true",
+                   help="remove the checkpoints of runs not used for --older-than (default 7d), or all of --notebook; "
+                        "never the datasets")
+    p.add_argument("--older-than", default=None, metavar="AGE",
+                   help="with --prune: runs last used longer ago than AGE, e.g. 7d, 12h, 30m, 2w")
+    p.add_argument("--notebook", default=None, help="with --prune: only this notebook's checkpoints (q1, q2 or q3); "
+                                                    "all of them unless --older-than is given too")
+    p.add_argument("--dry-run", action="store_true", help="with --prune: say what would be removed, remove nothing")
+
     args = parser.parse_args(argv)
     try:
         return run(parser, args)
@@ -135,6 +146,17 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return 0
         from labkit.bench import main as bench
         bench(args.repeats)
+        return 0
+    if args.command == "cache":
+        from labkit import cache
+        if not args.prune:
+            if args.older_than or args.notebook or args.dry_run:
+                parser.error("--older-than, --notebook and --dry-run go with --prune")
+            print(cache.listing())
+            return 0
+        older = cache.parse_age(args.older_than) if args.older_than else None
+        cache.prune(older if older is not None or args.notebook else cache.parse_age("7d"), args.notebook,
+                    args.dry_run)
         return 0
     if args.command == "check-device":
         from labkit.check_device import main as check_device

@@ -10,6 +10,8 @@ from labkit.paths import default_output_dir
 
 PROFILES = ("demo", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
+# What a completed run leaves in data/cache/checkpoints (see labkit.checkpoints).
+KEEP_CHECKPOINTS = ("final", "none", "all")
 
 
 class ParameterError(ValueError):
@@ -76,6 +78,8 @@ COMMON = {
     "seeds": Spec(list, note="training seeds, e.g. [0] or [0, 1, 2]: each run is repeated once per seed"),
     "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split, train on the whole training split"),
     "device": Spec(str, note="'auto', 'cpu', 'cuda', 'cuda:<i>' or 'mps'"),
+    "keep_checkpoints": Spec(str, KEEP_CHECKPOINTS, note="(what a completed run keeps: its final weights without "
+                                                        "optimizer state, nothing, or every epoch's checkpoint too)"),
 }
 
 

@@ -99,3 +99,12 @@ def ensure_free_space(folder: Path, needed: int, what: str) -> None:
     if needed > free:
         raise DiskSpaceError(f"{what} needs {needed / 1e9:.2f} GB but {folder} has {free / 1e9:.2f} GB free. "
                              f"Free some space (or point LABKIT_ROOT at a larger disk) and run the command again.")
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as used now (its modification time): ``python -m labkit cache`` shows it as the last
+    use, and ``--prune --older-than`` keeps what is in use. Never an error: a read-only cache still serves."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass

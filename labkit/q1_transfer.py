@@ -24,7 +24,7 @@ from labkit.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, STANDINS, classifier, resnet
 from labkit.optim import OPTIMIZERS, make_optimizer
 from labkit.params import ParameterError, Spec, from_notebook
-from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir
+from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir, touch
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
 from labkit.train import fit, predict
 
@@ -147,6 +147,7 @@ def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, de
                        f"{code_fingerprint()}".encode()).hexdigest()[:20]
     path = cache_dir("features") / f"{arch}-{key}.pt"
     if path.exists():
+        touch(path)  # its last use, for `python -m labkit cache`
         return torch.load(path, weights_only=True)
     model = model.to(device, memory_format=torch.channels_last).eval()
     pooled = []
@@ -199,12 +200,13 @@ def features(data: Data, run: Run, device: torch.device) -> tuple[dict, dict, di
     return feats["train"], feats["test"], mapping, source_name
 
 
-def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
-    """One method, named by the run: "svm", "zero_shot", "zero_shot_restricted" or "finetune"."""
+def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+    """One method, named by the run: "svm", "zero_shot", "zero_shot_restricted" or "finetune".
+    ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
     y_test = data.test.labels.numpy()
     method = run["method"]
     if method == "finetune":
-        history, test = finetune(run, data, device)
+        history, test = finetune(run, data, device, keep_checkpoints)
         pred = test["predictions"].numpy()
         ok = history.status == "ok"
         return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
@@ -230,7 +232,7 @@ def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
                    artifacts={"source_name": source_name, "mapped": len(mapping)})
 
 
-def finetune(run: Run, data: Data, device: torch.device):
+def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final"):
     """New 10-way head on the pretrained backbone, frozen up to ``freeze_until``; curves on a validation
     split carved from train; the test set evaluated once. Returns (history, test predictions)."""
     seed_everything(run.seed)
@@ -247,7 +249,8 @@ def finetune(run: Run, data: Data, device: torch.device):
                                  **common),
                   epochs=run["epochs"], optimizer=opt,
                   val=Batches(va.images, va.labels, 128, order="sequential", **common) if len(va) else None,
-                  checkpoint=checkpoint_path("q1", run, data.key), device=device, desc="fine-tune",
+                  checkpoint=checkpoint_path("q1", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
+                  desc="fine-tune",
                   channels_last=True)
     test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device)
     return history, test

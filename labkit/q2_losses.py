@@ -140,8 +140,9 @@ class PKSampler:
             c_f.NUMPY_RANDOM = saved
 
 
-def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
-    """Fine-tune the pretrained ResNet-18 with the run's loss; curves on validation, the test set once."""
+def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+    """Fine-tune the pretrained ResNet-18 with the run's loss; curves on validation, the test set once.
+    ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
     num_classes = len(data.train.classes)
     seed_everything(run.seed)
     model = classifier(resnet("resnet18", run["weights"]), num_classes=num_classes).to(device)
@@ -160,7 +161,8 @@ def train_and_test(run: Run, data: Data, device: torch.device) -> Outcome:
     test = Batches(data.test.images, data.test.labels, 256, order="sequential", **common)
     opt = make_optimizer("adam", model.parameters(), run["lr"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val, loss_terms=terms,
-                  checkpoint=checkpoint_path("q2", run, data.key), device=device, desc=run.name)
+                  checkpoint=checkpoint_path("q2", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
+                  desc=run.name)
     p = predict(model, test, device)
     y, pred = p["labels"].numpy(), p["predictions"].numpy()
     out = Outcome(run.name, run.settings, run.seed, history, y, pred,

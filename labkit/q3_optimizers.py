@@ -96,8 +96,9 @@ def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic
     return Splits(data, train, val, test, str(root), key)
 
 
-def train_and_test(run: Run, splits: Splits, device: torch.device) -> Outcome:
-    """Train one run from scratch on the training split, curves on validation, the test split once."""
+def train_and_test(run: Run, splits: Splits, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+    """Train one run from scratch on the training split, curves on validation, the test split once.
+    ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
     d = splits.data
     seed_everything(run.seed)
     # channels-last: about 20 % faster convolutions for this CNN on the CPU as well as on GPUs
@@ -112,7 +113,8 @@ def train_and_test(run: Run, splits: Splits, device: torch.device) -> Outcome:
     flow = GradientFlow(model, every=run["gradient_flow_every"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val,
                   accumulate="epoch" if run["order"] == "full_batch" else 1, gradient_flow=flow,
-                  checkpoint=checkpoint_path("q3", run, splits.key), device=device, desc=run.name,
+                  checkpoint=checkpoint_path("q3", run, splits.key), keep_checkpoints=keep_checkpoints,
+                  device=device, desc=run.name,
                   channels_last=True)
     p = predict(model, test, device)
     return Outcome(run.name, run.settings, run.seed, history, p["labels"].numpy(), p["predictions"].numpy(),

@@ -3,30 +3,30 @@
 ``fit`` trains for a number of epochs over a :class:`labkit.data.Batches`,
 records per-epoch and per-update history, evaluates a validation split after
 each epoch, checkpoints atomically after each epoch (at the path that
-``labkit.runs.checkpoint_path`` derives from the run), resumes from the last
-checkpoint, and stops a run whose loss turns NaN or inf (status "diverged"). The test set is not its business: the
-notebook evaluates it once, at the end, with :func:`evaluate` / :func:`predict`.
+``labkit.runs.checkpoint_path`` derives from the run; the files are :mod:`labkit.checkpoints`' business),
+resumes from the last checkpoint, keeps the final state when the run completes, and stops a run whose loss
+turns NaN or inf (status "diverged"). The test set is not its business: the notebook evaluates it once, at
+the end, with :func:`evaluate` / :func:`predict`.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
-import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from labkit import checkpoints as ckpt
 from labkit.device import autocast
 from labkit.gradflow import GradientFlow
 from labkit.losses import LossTerm, ModelOutput, as_output, cross_entropy_term
-from labkit.paths import atomic_write_bytes
+from labkit.sharing import cpu_threads, run_lock
 
 # --------------------------------------------------------------------------- history
 
@@ -41,6 +41,7 @@ class History:
     resumed_from_epoch: int = 0
     seconds: float = 0.0  # training time, all epochs (a resumed run adds to it)
     images: int = 0  # training images processed, all epochs: images / seconds is the run's throughput
+    threads: int | None = None  # torch's CPU thread count for the whole run (None on CUDA): it changes CPU results
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,8 +197,9 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimizer,
         loss_terms: list[LossTerm] | None = None, val=None, accumulate=1, checkpoint: Path | None = None,
-        gradient_flow: GradientFlow | None = None, on_update=None, device: torch.device | None = None,
-        progress: bool = True, desc: str = "train", channels_last: bool | None = None) -> History:
+        keep_checkpoints: str = "final", gradient_flow: GradientFlow | None = None, on_update=None,
+        device: torch.device | None = None, progress: bool = True, desc: str = "train",
+        channels_last: bool | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs over ``train`` (a :class:`labkit.data.Batches`).
 
     After each epoch: the validation split (if any) is evaluated, and the model,
@@ -205,6 +207,11 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     ``checkpoint``. Calling ``fit`` again with the same checkpoint path resumes
     after the last completed epoch, and ends with the same weights as an
     uninterrupted run. A NaN or inf loss stops the run with status "diverged".
+    When the run completes, ``keep_checkpoints`` says what stays (:mod:`labkit.checkpoints`): "final" (the
+    final weights and history, without optimizer state; a later call loads them and returns at once), "none"
+    or "all" (every epoch's file too). While it trains, the run holds the checkpoint's lock (a second process
+    starting the same run waits and then reuses the result) and, on the CPU, its fair share of the cores
+    (:mod:`labkit.sharing`).
     ``channels_last`` (default: on CUDA) converts the model's memory format; the batches
     should then be channels-last too (``Batches(channels_last=True)``).
     """
@@ -212,100 +219,83 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     loss_terms = loss_terms if loss_terms is not None else [cross_entropy_term()]
     if accumulate != "epoch" and (not isinstance(accumulate, int) or accumulate < 1):
         raise ValueError(f"accumulate={accumulate!r} is not allowed; allowed: an integer >= 1 or 'epoch'")
+    if keep_checkpoints not in ckpt.KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints={keep_checkpoints!r} is not allowed; allowed: "
+                         f"{', '.join(map(repr, ckpt.KEEP_CHECKPOINTS))}")
     if channels_last if channels_last is not None else device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    history = History()
-    start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        start, history = _load_checkpoint(Path(checkpoint), model, optimizer, loss_terms, gradient_flow)
-        history.resumed_from_epoch = start
-        if history.status == "diverged" or start >= epochs:
-            return history
-    t0 = time.perf_counter() - history.seconds
-    bar = _progress_bar((epochs - start) * len(train), desc, progress)
-    try:
-        for epoch in range(start, epochs):
+    run = dict(model=model, train=train, epochs=epochs, optimizer=optimizer, loss_terms=loss_terms, val=val,
+               accumulate=accumulate, gradient_flow=gradient_flow, on_update=on_update, device=device,
+               progress=progress, desc=desc)
+    if checkpoint is None:
+        return _train(History(), 0, None, None, **run)
+    path = Path(checkpoint)
+    with run_lock(path):
+        source = ckpt.source_hashes(model)  # before any checkpoint is loaded: the weights the run starts from
+        history, start, threads = History(), 0, None
+        if path.exists():
             try:
-                stats = train_one_epoch(model, train, optimizer, loss_terms, epoch=epoch, history=history,
-                                        device=device, accumulate=accumulate, gradient_flow=gradient_flow,
-                                        on_update=on_update, progress=bar)
-            except Diverged as err:
-                history.status, history.message = "diverged", str(err)
+                state = ckpt.load(path, model, optimizer, loss_terms, gradient_flow, source)
+            except ckpt.StaleCheckpoint as err:
+                warnings.warn(f"training again: {err}")
+                state = None
+            if state is not None:
+                start, history, threads = state["epoch"], History.from_dict(state["history"]), state["threads"]
+                history.resumed_from_epoch = start
+                if state["final"]:
+                    if keep_checkpoints == "none":
+                        path.unlink(missing_ok=True)
+                    return history
+        if history.status != "diverged" and start < epochs:
+            save = _saver(path, keep_checkpoints, model, optimizer, loss_terms, gradient_flow)
+            history = _train(history, start, threads, save, **run)
+        if keep_checkpoints == "none":
+            path.unlink(missing_ok=True)
+        else:
+            ckpt.save_final(path, len(history.epochs), model, loss_terms, history.to_dict(), gradient_flow, source)
+        return history
+
+
+def _saver(path: Path, keep: str, model, optimizer, loss_terms, gradient_flow):
+    def save(epoch: int, history: History) -> None:
+        ckpt.save_training(path, epoch, model, optimizer, loss_terms, history.to_dict(), gradient_flow,
+                           history.threads)
+        if keep == "all":
+            ckpt.keep_epoch(path, epoch)
+    return save
+
+
+def _train(history: History, start: int, threads: int | None, save, *, model, train, epochs, optimizer,
+           loss_terms, val, accumulate, gradient_flow, on_update, device, progress, desc) -> History:
+    """Epochs ``start``..``epochs - 1``, with ``save(epoch, history)`` after each completed one; on the CPU
+    with the run's fair share of threads, or ``threads`` (a resumed run's own)."""
+    with cpu_threads(device, threads) as threads:
+        history.threads = threads
+        t0 = time.perf_counter() - history.seconds
+        bar = _progress_bar((epochs - start) * len(train), desc, progress)
+        try:
+            for epoch in range(start, epochs):
+                try:
+                    stats = train_one_epoch(model, train, optimizer, loss_terms, epoch=epoch, history=history,
+                                            device=device, accumulate=accumulate, gradient_flow=gradient_flow,
+                                            on_update=on_update, progress=bar)
+                except Diverged as err:
+                    history.status, history.message = "diverged", str(err)
+                    history.seconds = time.perf_counter() - t0
+                    return history
+                history.images += stats.pop("images")
+                row = {"epoch": epoch + 1, **stats}
+                if val is not None:
+                    v = evaluate(model, val, device)
+                    row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
                 history.seconds = time.perf_counter() - t0
-                if checkpoint is not None:
-                    _save_checkpoint(Path(checkpoint), epoch, model, optimizer, loss_terms, history, gradient_flow)
-                return history
-            history.images += stats.pop("images")
-            row = {"epoch": epoch + 1, **stats}
-            if val is not None:
-                v = evaluate(model, val, device)
-                row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
-            history.seconds = time.perf_counter() - t0
-            row["seconds"] = history.seconds
-            history.epochs.append(row)
+                row["seconds"] = history.seconds
+                history.epochs.append(row)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
+                if save is not None:
+                    save(epoch + 1, history)
+        finally:
             if bar is not None:
-                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "val_accuracy")})
-            if checkpoint is not None:
-                _save_checkpoint(Path(checkpoint), epoch + 1, model, optimizer, loss_terms, history, gradient_flow)
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
     return history
-
-
-def _rng_state() -> dict:
-    """Every generator a run draws from: torch's (initialisation, dropout), numpy's global one (samplers such
-    as pytorch-metric-learning's MPerClassSampler) and Python's. Stored as tensors and plain numbers, so the
-    checkpoint still loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, gauss_py = random.getstate()
-    return {"torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
-            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                       "gauss": gauss_py}}
-
-
-def _set_rng_state(state) -> None:
-    if isinstance(state, torch.Tensor):  # checkpoints written before numpy's and Python's state were kept
-        torch.set_rng_state(state)
-        return
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss"]))
-
-
-def _save_checkpoint(path: Path, epoch: int, model, optimizer, loss_terms, history: History,
-                     gradient_flow: GradientFlow | None = None) -> None:
-    blob = {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "terms": {t.name: {"module": t.module.state_dict() if t.module is not None else {},
-                           "optimizer": t.optimizer.state_dict() if t.optimizer is not None else {}}
-                  for t in loss_terms},
-        "history": history.to_dict(),
-        "rng": _rng_state(),
-        "gradient_flow": gradient_flow.rows if gradient_flow is not None else [],
-    }
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _load_checkpoint(path: Path, model, optimizer, loss_terms, gradient_flow=None) -> tuple[int, History]:
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if gradient_flow is not None:
-        gradient_flow.rows = list(blob.get("gradient_flow", []))
-    model.load_state_dict(blob["model"])
-    optimizer.load_state_dict(blob["optimizer"])
-    for t in loss_terms:
-        state = blob["terms"].get(t.name, {})
-        if t.module is not None and state.get("module"):
-            t.module.load_state_dict(state["module"])
-        if t.optimizer is not None and state.get("optimizer"):
-            t.optimizer.load_state_dict(state["optimizer"])
-    _set_rng_state(blob["rng"])
-    return int(blob["epoch"]), History.from_dict(blob["history"])

@@ -71,6 +71,8 @@ FAKE = {
                        "heldout_top1": top1} for arch, s, top1 in (("resnet18", 66, 0.836), ("resnet50", 240, 0.81))},
     "sweep": {"points": 8, "sequential_s": 120.0, "jobs2_s": 80.0, "ratio": 1.5, "dask_point_s": 15.5,
               "direct_point_s": 15.0, "overhead": 0.0333, "cluster_start_s": 2.0},
+    "shared_cores": {"cores": 2, "epochs": 5, "sequential_s": 6.0, "shared_s": 5.5, "unshared_s": 15.0,
+                     "shared_threads": [1, 1], "unshared_threads": [2, 2], "shared_ratio": 1.09, "unshared_ratio": 0.4},
     "q3": {"photos": 600, "epochs": 8, "labkit_s": 1.62, "plain_s": 9.14, "ratio": 5.64, "labkit_accuracy": 0.806,
            "plain_accuracy": 0.8},
 }
@@ -96,18 +98,20 @@ def test_main_prints_every_ratio_on_a_throwaway_root(tmp_path, monkeypatch, caps
     monkeypatch.setattr(bench, "bench_q3_training", fake("q3", FAKE["q3"]))
     monkeypatch.setattr(bench, "bench_sweep", fake("sweep", FAKE["sweep"]))
     monkeypatch.setattr(bench, "bench_standin", fake("standin", FAKE["standin"]))
+    monkeypatch.setattr(bench, "bench_shared_cores", fake("shared", FAKE["shared_cores"]))
     results = bench.main(repeats=3)
 
     assert list(results) == ["fit_overhead", "stl10_pipeline", "cache", "q3_training_32px", "q3_training_64px",
-                             "standin_resnet18", "standin_resnet50", "sweep"]
+                             "standin_resnet18", "standin_resnet50", "sweep", "shared_cores"]
     throwaway = Path(seen[0][1])
     assert throwaway != tmp_path / "users-root" and throwaway.name.startswith("labkit-bench-")
     assert [(name, root == str(throwaway)) for name, root, _, _ in seen] == [
         ("fit", True), ("write", False), ("stl10", True), ("cache", True), ("q3", True), ("q3", True),
-        ("standin", True), ("sweep", True)]
+        ("standin", True), ("sweep", True), ("shared", True)]
     assert seen[0][2] == (3,) and seen[2][2] == (throwaway / "stl10", 3) and seen[3][2] == (throwaway, 3)
     assert seen[1][1] == str(throwaway / "stl10") and seen[1][3] == {"train_per_class": 200, "test_per_class": 1}
     assert [s[3] for s in seen[4:6]] == [{"image_size": 32}, {"image_size": 64}]
+    assert seen[8][2] == (throwaway, 3)  # shared cores, after the stand-in and the sweep
     assert os.environ["LABKIT_ROOT"] == str(tmp_path / "users-root") and not throwaway.exists()
     assert capsys.readouterr().out.splitlines() == [
         "fit vs hand-written loop (SmallCNN, 4096 images 32x32, batch 64): labkit 2.071 s/epoch, plain 2.113 "
@@ -126,6 +130,9 @@ def test_main_prints_every_ratio_on_a_throwaway_root(tmp_path, monkeypatch, caps
         "sweep of 8 Q3 smoke points: papermill one after another 120 s, sweep --jobs 2 on Dask 80 s -> 1.50x faster; "
         "per point, Dask 15.5 s vs papermill directly 15.0 s -> +3.3 % (goal <= +10 %), plus 2.0 s to start the "
         "cluster once per sweep",
+        "two Q3 Adam trainings at once on 2 cores (two processes, 5 epochs each): one after the other 6.0 s; together "
+        "with fair thread shares (1+1 threads) 5.5 s -> 1.09x; together without sharing (2+2 threads) 15.0 s -> "
+        "0.40x (goal: together no slower than one after the other, >= 1.0x)",
     ]
 
 

@@ -145,7 +145,8 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
 
 COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats", "--gpu"], "check-device": [],
             "report": ["--profile", "--only", "--timeout", "--out"],
-            "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"]}
+            "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"],
+            "cache": ["--prune", "--older-than", "--notebook", "--dry-run"]}
 
 
 def _exit_code(argv) -> int:
@@ -186,7 +187,8 @@ def usage_then_one_error(stderr: str, parser: str) -> str:
     (["report", "--timeout", "soon"], "labkit report", "argument --timeout: invalid int value: 'soon'"),
     (["sweep", "q3", "-p", "lr"], "labkit", "-p lr: give a parameter name and at least one value"),
     (["sweep", "q3", "--seeds", "x"], "labkit sweep", "argument --seeds: invalid int value: 'x'"),
-], ids=["command", "data", "bench", "report", "sweep-grid", "sweep-seeds"])
+    (["cache", "--notebook", "q2"], "labkit", "--older-than, --notebook and --dry-run go with --prune"),
+], ids=["command", "data", "bench", "report", "sweep-grid", "sweep-seeds", "cache-without-prune"])
 def test_a_malformed_argument_is_refused_by_name(argv, parser, message, isolated_root, capsys):
     assert _exit_code(argv) == 2
     assert message in usage_then_one_error(capsys.readouterr().err, parser)
@@ -198,7 +200,9 @@ def test_a_malformed_argument_is_refused_by_name(argv, parser, message, isolated
     (["bench", "--repeats", "0"], "--repeats=0 is not allowed; allowed: an integer >= 1"),
     (["report", "--profile", "quick"], "profile='quick' is not allowed; allowed: demo, full, smoke"),
     (["sweep", "q4", "-p", "lr", "1e-3"], "unknown notebook 'q4'; allowed: q1, q2, q3"),
-], ids=["data", "bench", "report", "sweep"])
+    (["cache", "--prune", "--older-than", "soon"], "--older-than='soon' is not allowed; allowed: a number and a unit"),
+    (["cache", "--prune", "--notebook", "q4"], "--notebook='q4' is not allowed; allowed: q1, q2, q3"),
+], ids=["data", "bench", "report", "sweep", "cache-age", "cache-notebook"])
 def test_a_bad_value_is_one_line_and_exit_1(argv, message, isolated_root, capsys):
     assert cli.main(argv) == 1
     captured = capsys.readouterr()

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from labkit import metrics
 from labkit.experiments import Outcome, Runner, noise_verdicts, pretty, record, summarize
@@ -141,3 +142,21 @@ def test_equal_settings_train_once():
     assert calls == ["adam", "other_seed", "sgd"]  # the runner remembers across parts of a notebook
     assert runner({}) == {}
     assert isinstance(summarize(out, "q3", 0.5), pd.DataFrame)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")],
+                         ids=["OutOfMemoryError", "RuntimeError"])
+def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(error, capsys):
+    def train(run):
+        if run.name == "big":
+            raise error
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0, 1]), np.array([0, 1]))
+
+    out = Runner(train)({"big": [Run("big", {"batch_size": 256}, 0)], "small": [Run("small", {"batch_size": 32}, 0)]})
+    assert out["big"][0].error == (f"{type(error).__name__}: CUDA out of memory. Tried to allocate 2.00 GiB (out of "
+                                   f"memory at batch_size=256: try a smaller batch_size)")
+    assert out["big"][0].accuracy is None and out["small"][0].accuracy == 1.0  # the other runs go on
+    table = summarize(out, "q3", 0.5)
+    assert table.loc["big", "status"] == "failed" and table.loc["small", "status"] != "failed"
+    assert "out of memory" in capsys.readouterr().err  # the traceback, for whoever reads the log

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint
+from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, touch
 
 # Bump when a loader's output for the same files changes, so old caches are not reused.
 CACHE_FORMAT = 1
@@ -146,6 +146,7 @@ def cached(kind: str, settings: dict, files: Sequence[Path], build: Callable[[],
             if not (isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.ndim == 4
                     and isinstance(labels, torch.Tensor) and labels.shape == (len(images),)):
                 raise ValueError("it does not hold a decoded dataset")
+            touch(path)  # its last use, for `python -m labkit cache`
             return ImageSet(images, labels, list(blob["classes"]), list(blob["skipped"]), key)
         except Exception as err:  # a damaged cache file is rebuilt, never trusted
             warnings.warn(f"ignoring unreadable cache {path} (it is rebuilt): {err}")
