@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import labkit
 from labkit import notebooks as registry
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
+from labkit.progress import PLAIN_PREFIX, StatusLine
 from labkit.reference import reference_accuracy
 from labkit.results import FLAGS
 from labkit.text import is_number, percent
@@ -30,25 +32,52 @@ NO_PDF_HINT = ("no PDF: no Chromium found. Install Debian's package (sudo apt-ge
 
 
 class _CellProgress(logging.Handler):
-    """Turns papermill's per-cell log records into one short line per cell, readable in a plain log."""
+    """Feeds papermill's log records to the notebook's :class:`StatusLine`: the running cell out of all,
+    and the latest sparse progress line the kernel printed (e.g. a long decode's), if any."""
 
-    def __init__(self, key: str, total: int):
+    def __init__(self, line: StatusLine, total: int):
         super().__init__(logging.INFO)
-        self.key, self.total, self.started = key, total, None
+        self.line, self.total, self.cell, self.detail = line, total, None, ""
 
     def emit(self, record):
         msg = record.getMessage()
         if msg.startswith("Executing Cell"):
-            self.started = time.perf_counter()
-            self.cell = msg.split()[2].strip("-")
-        elif msg.startswith("Ending Cell") and self.started is not None:
-            print(f"  {self.key}: cell {self.cell}/{self.total} done in {time.perf_counter() - self.started:.1f} s",
-                  flush=True)
+            self.cell, self.detail = msg.split()[2].strip("-"), ""
+        elif record.levelno == logging.INFO and PLAIN_PREFIX in msg:  # the kernel's stdout, logged by papermill
+            self.detail = [ln for ln in msg.splitlines() if ln.startswith(PLAIN_PREFIX)][-1][len(PLAIN_PREFIX):]
+        else:
+            return
+        self.line.set(f"cell {self.cell}/{self.total}" + (f" · {self.detail}" if self.detail else ""))
 
 
-def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None) -> tuple[Path, str | None]:
+def _kernel_manager_class(sockets: Path):
+    """A kernel manager that talks to the kernel over Unix sockets in ``sockets`` instead of TCP on
+    localhost. Over TCP ipykernel warns on the terminal, in every notebook run, that traffic is not
+    encrypted; Unix sockets are private to this user, so the warning has no cause (the kernel's other
+    messages still reach the terminal). On Windows, which has no Unix sockets for ZeroMQ, nbclient's
+    default (TCP)."""
+    from jupyter_client.manager import AsyncKernelManager  # what nbclient uses by default
+    from traitlets import default
+    if os.name == "nt":
+        return AsyncKernelManager
+
+    class UnixSocketKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self):
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self):  # absolute: the default is relative to the cwd, i.e. inside notebooks/
+            return str(sockets / "kernel")
+
+    return UnixSocketKernelManager
+
+
+def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
+            line: StatusLine | None = None) -> tuple[Path, str | None]:
     """Run one notebook with papermill (cwd notebooks/); return the executed copy and the error, if any.
-    The executed copy is kept even when a cell fails, with the error in it."""
+    The executed copy is kept even when a cell fails, with the error in it. ``line`` shows the cell
+    counter and elapsed time as the notebook runs."""
     import nbformat
     import papermill
     source = registry.notebooks_dir() / registry.NOTEBOOKS[key]
@@ -56,31 +85,51 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None) -
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / registry.NOTEBOOKS[key]
     total = len(nbformat.read(source, as_version=4).cells) + 1  # papermill adds the injected-parameters cell
-    handler = _CellProgress(key, total)
     log = logging.getLogger("papermill")
-    log.addHandler(handler)
+    handler = _CellProgress(line, total) if line is not None else None
+    if handler is not None:
+        log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
     try:
-        papermill.execute_notebook(str(source), str(executed), parameters=params,
-                                   cwd=str(registry.notebooks_dir()),
-                                   kernel_name="python3", progress_bar=False, log_output=True,
-                                   execution_timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as sockets:
+            papermill.execute_notebook(str(source), str(executed), parameters=params,
+                                       cwd=str(registry.notebooks_dir()),
+                                       kernel_name="python3", progress_bar=False, log_output=True,
+                                       execution_timeout=timeout,
+                                       kernel_manager_class=_kernel_manager_class(Path(sockets)))
         return executed, None
     except Exception as err:  # noqa: BLE001 - any failure marks this notebook failed, the others go on
         name = type(err).__name__
         detail = getattr(err, "evalue", None) or str(err).strip().splitlines()[-1:] or [""]
         return executed, f"{name}: {detail if isinstance(detail, str) else detail[0]}"
     finally:
-        log.removeHandler(handler)
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+def _without_progress_lines(nb):
+    """Drop the kernel's sparse progress lines (``PLAIN_PREFIX``) from stream outputs: they were for the
+    terminal while it ran. The executed notebook keeps them, as a record of how long a decode took."""
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out.text = "".join(ln for ln in out.text.splitlines(keepends=True) if not ln.startswith(PLAIN_PREFIX))
+                if not out.text:
+                    continue
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
+    return nb
 
 
 def render_html(executed: Path) -> tuple[Path, Path]:
     """Self-contained HTML (images embedded, no CDN scripts): one with code, one without input cells."""
     import nbformat
     from nbconvert import HTMLExporter
-    nb = nbformat.read(executed, as_version=4)
+    nb = _without_progress_lines(nbformat.read(executed, as_version=4))
     outputs = []
     for suffix, exclude_input in ((".html", False), (".report.html", True)):
         exporter = HTMLExporter(template_name="offline", extra_template_basedirs=[str(Path(__file__).parent /
@@ -262,11 +311,15 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
         registry.validate(key, planned[key])
     for key, params in planned.items():
         (root / key / "metrics.json").unlink(missing_ok=True)  # never show a stale result for a failed run
-        print(f"[{key}] running {registry.NOTEBOOKS[key]} (profile {profile})", flush=True)
+        line = StatusLine(f"[{key}] {registry.NOTEBOOKS[key]} (profile {profile}):")
         t = time.perf_counter()
-        executed, error = execute(key, root / key, params, timeout)
+        try:
+            executed, error = execute(key, root / key, params, timeout, line)
+        except BaseException:  # Ctrl-C: end the live line before the traceback or message
+            line.finish("interrupted")
+            raise
         r = NotebookResult(key, "failed" if error else "ok", error, time.perf_counter() - t)
-        print(f"[{key}] {'FAILED: ' + error if error else 'ok'} in {r.seconds:.0f} s", flush=True)
+        line.finish(f"{'FAILED: ' + error if error else 'ok'} in {r.seconds:.0f} s")
         if executed.exists():
             code_html, clean_html = render_html(executed)
             r.files = {"notebook": f"{key}/{executed.name}", "HTML with code": f"{key}/{code_html.name}",

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from labkit import checkpoints as ckpt
-from labkit.device import autocast
+from labkit.device import autocast, keep_freed_memory
 from labkit.gradflow import GradientFlow
 from labkit.losses import LossTerm, ModelOutput, as_output, cross_entropy_term
 from labkit.sharing import cpu_threads, run_lock
@@ -216,6 +216,8 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     should then be channels-last too (``Batches(channels_last=True)``).
     """
     device = device or next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations every step (see there)
     loss_terms = loss_terms if loss_terms is not None else [cross_entropy_term()]
     if accumulate != "epoch" and (not isinstance(accumulate, int) or accumulate < 1):
         raise ValueError(f"accumulate={accumulate!r} is not allowed; allowed: an integer >= 1 or 'epoch'")

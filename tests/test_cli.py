@@ -13,6 +13,7 @@ import pytest
 
 from labkit import cli
 from labkit.data import download as dl
+from labkit.progress import PLAIN_PREFIX
 
 ROOT = Path(__file__).resolve().parent.parent
 DEAD_PROXY = "http://127.0.0.1:9"  # nothing listens on the discard port: every request is refused
@@ -26,7 +27,8 @@ def labkit_cli(root: Path, *args: str, env: dict | None = None) -> subprocess.Co
 
 
 def one_error_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
+    """The one error line, after the progress lines (in a log) of the downloads that went before it."""
+    lines = [ln for ln in stderr.strip().splitlines() if not ln.startswith(PLAIN_PREFIX)]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert lines[0].startswith("labkit: error: ") and lines[0].endswith("(--debug shows the traceback)")
     return lines[0]

@@ -194,6 +194,18 @@ def test_cat_is_0_and_dog_is_1(isolated_root, layout):
     assert ((brightness > 128).long() == data.labels).all()
 
 
+def test_a_long_decode_shows_progress_a_short_one_does_not(isolated_root, monkeypatch, capsys):
+    """From core.PROGRESS_MIN_FILES files on (a real dataset's first load) decoding shows progress: here
+    stderr is no terminal, as in a log, so a closing text line; the demo's small sets stay quiet."""
+    monkeypatch.delenv("LABKIT_PLAIN_PROGRESS", raising=False)
+    root = write_dogs_vs_cats(isolated_root / "dc", per_class=6, image_size=24)
+    load_dogs_vs_cats(root, image_size=16, use_cache=False)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(core, "PROGRESS_MIN_FILES", 12)
+    load_dogs_vs_cats(root, image_size=16, use_cache=False)
+    assert capsys.readouterr().err.startswith("[progress] decoding Dogs vs Cats: 12 of 12 files (100 %), 0:0")
+
+
 def test_dogs_vs_cats_missing(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="PetImages"):
         load_dogs_vs_cats(tmp_path, 32)

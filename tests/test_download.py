@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 
+from labkit import progress as pg
 from labkit.data import download as dl
 from labkit.paths import DiskSpaceError
 
@@ -205,6 +206,76 @@ def test_disk_too_small_is_refused_before_writing(server, tmp_path):
 def test_unreachable_host_gives_a_clear_error(tmp_path):
     with pytest.raises(ConnectionError, match="put the file at"):
         dl.download("http://127.0.0.1:9/nothing.zip", tmp_path / "x.zip", None, timeout=2)
+
+
+# ----------------------------------------------------------------------------- progress
+
+@pytest.fixture(params=["terminal bar", "sparse text"])
+def bars(request, monkeypatch):
+    """Every progress bar the download module makes, kept for inspection: tqdm's (as on a terminal) or
+    labkit's sparse text lines (as in a log), each writing into its own buffer."""
+    made = {}
+
+    def recording(total, desc, **kwargs):
+        kwargs.update(file=io.StringIO(), plain=request.param == "sparse text")
+        made[desc] = pg.progress(total, desc, **kwargs)
+        return made[desc]
+
+    monkeypatch.setattr(dl, "progress", recording)
+    return made
+
+
+def test_download_and_checksum_show_byte_progress(server, tmp_path, bars):
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=4096)
+    bar = bars["big.bin"]
+    assert (bar.initial, bar.n, bar.total) == (0, len(BODY), len(BODY))
+    check = bars["sha256 big.bin.part"]  # verified before it is renamed into place
+    assert (check.n, check.total) == (len(BODY), len(BODY))
+    text = bar.fp.getvalue()
+    assert "100" in text and "B/s" in text  # 100 % or 100%, and a rate in bytes per second
+
+
+def test_a_resumed_download_starts_its_bar_where_it_resumes(server, tmp_path, bars):
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    handler.cut_after = 30_000
+    with pytest.raises(ConnectionError, match="interrupted"):
+        dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=4096)
+    have = (tmp_path / "big.bin.part").stat().st_size
+    assert (bars["big.bin"].n, bars["big.bin"].total) == (have, len(BODY))  # stopped where the bytes stopped
+    handler.cut_after = None
+    dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=4096)
+    bar = bars["big.bin"]
+    assert (bar.initial, bar.n, bar.total) == (have, len(BODY), len(BODY))
+
+
+def test_extraction_shows_progress(server, tmp_path, monkeypatch, bars):
+    handler, base = server
+    payload = {"tiny-imagenet-200/a.txt": "a" * 5000, "tiny-imagenet-200/b.txt": "b" * 3000}
+    handler.files["/tiny.zip"] = _zip_bytes(payload)
+    monkeypatch.setitem(dl.SOURCES, "tiny-imagenet-200", dl.Source(base + "/tiny.zip", None, "tiny-imagenet-200"))
+    dl.fetch_dataset("tiny-imagenet-200", tmp_path / "tiny")
+    assert (bars["extracting tiny.zip"].n, bars["extracting tiny.zip"].total) == (8000, 8000)
+    assert bars["sha256 tiny.zip"].n == len(handler.files["/tiny.zip"])  # the first download's pin
+    archive = _tar(tmp_path / "s.tar.gz", [("stl10_binary/x.bin", "file", "x" * 7000), ("stl10_binary/d", "dir", None)])
+    dl.safe_extract(archive, tmp_path / "out")
+    checking = bars["checking s.tar.gz"]  # listing a tar.gz decompresses all of it
+    assert checking.n == checking.total == archive.stat().st_size
+    assert bars["extracting s.tar.gz"].n == bars["extracting s.tar.gz"].total == 7000
+
+
+def test_make_data_in_a_log_prints_sparse_progress_lines(server, tmp_path, capsys, monkeypatch):
+    """stderr is no terminal here (as in CI): one closing line per bar, with the size, not a bar per chunk."""
+    monkeypatch.delenv("LABKIT_PLAIN_PROGRESS", raising=False)
+    handler, base = server
+    handler.files["/big.bin"] = BODY
+    dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=1024)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"{pg.PLAIN_PREFIX}big.bin: 100.00 KB of 100.00 KB (100 %)")
+    assert lines[1].startswith(f"{pg.PLAIN_PREFIX}sha256 big.bin.part: 100.00 KB of 100.00 KB (100 %)")
+    assert len(lines) == 2
 
 
 # ----------------------------------------------------------------------------- archives

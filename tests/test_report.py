@@ -164,3 +164,42 @@ def test_every_status_but_ok_is_flagged_on_the_index(tiny_project):
     for status, flag in report.FLAGS.items():
         assert f"<tr class='{status}'>" in index and flag in index, status
     assert "<tr class='ok'>" in index
+
+
+def test_one_line_per_notebook_and_no_tcp_warning(tiny_project, capfd):
+    """Not a terminal (as in CI): a notebook shorter than ten seconds gives its first and its final line, not
+    one per cell; and ipykernel's "running over TCP without encryption" warning, written by the kernel process
+    straight to the inherited stderr, does not appear (the kernel talks over Unix sockets)."""
+    assert report.make_report("smoke", only=["good"], out_root=tiny_project / "out") == 0
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
+    lines = [ln for ln in out.splitlines() if ln.startswith("[good]")]
+    assert lines[0] == "[good] good.ipynb (profile smoke): starting, 0:00"
+    assert lines[-1].startswith("[good] good.ipynb (profile smoke): ok in ") and len(lines) == 2, lines
+    assert not list((tiny_project / "notebooks").glob("kernel*"))  # no sockets left beside the notebooks
+
+
+class _Recorder:
+    def __init__(self):
+        self.texts = []
+
+    def set(self, text):
+        self.texts.append(text)
+
+
+def test_the_live_line_counts_cells_and_shows_the_kernels_progress(tiny_project, monkeypatch):
+    """Under the runner, labkit's progress in the kernel is sparse text on stdout: the runner shows its latest
+    line beside the cell counter; the executed notebook keeps it, the rendered pages leave it out."""
+    monkeypatch.delenv("LABKIT_PLAIN_PROGRESS", raising=False)  # execute sets it for the kernel
+    _tiny_notebook(tiny_project / "notebooks" / "good.ipynb",
+                   "from labkit.progress import progress\nprint('fine')\n"
+                   "with progress(3000, 'decoding things', unit='files') as bar:\n    bar.update(3000)")
+    line = _Recorder()
+    executed, error = report.execute("good", tiny_project / "out", {"profile": "smoke"}, line=line)
+    assert error is None
+    assert line.texts[:3] == ["cell 1/3", "cell 2/3", "cell 3/3"]
+    assert line.texts[-1].startswith("cell 3/3 · decoding things: 3,000 of 3,000 files (100 %), 0:00")
+    kept = "".join(o.get("text", "") for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
+    assert "fine\n" in kept and "[progress] decoding things" in kept
+    code_html, clean_html = report.render_html(executed)
+    assert "decoding things" not in clean_html.read_text() and "fine" in clean_html.read_text()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit.paths import ensure_free_space, real_data_dir
+from labkit.progress import progress
 
 
 class ChecksumError(RuntimeError):
@@ -50,10 +51,13 @@ SOURCES = {
 
 
 def file_digest(path: Path, algorithm: str) -> str:
+    """The file's hex digest, with a progress bar: hashing 2.6 GB takes several seconds."""
     h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, progress(os.fstat(f.fileno()).st_size, f"{algorithm} {path.name}",
+                                         unit="B") as bar:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+            bar.update(len(block))
     return h.hexdigest()
 
 
@@ -84,6 +88,15 @@ def _total_size(content_range: str | None) -> int | None:
         return int(content_range.rsplit("/", 1)[1])
     except (AttributeError, IndexError, ValueError):
         return None
+
+
+def _copy(source, target, chunk_size: int, bar) -> None:
+    """``shutil.copyfileobj`` that advances ``bar`` by each chunk's size. ``read1`` returns what has
+    arrived (up to ``chunk_size``) instead of waiting for a whole chunk, so a slow link still moves the bar."""
+    read = getattr(source, "read1", source.read)
+    for chunk in iter(lambda: read(chunk_size), b""):
+        target.write(chunk)
+        bar.update(len(chunk))
 
 
 def download(url: str, dest: Path, checksum: str | None = None, timeout: float = 60.0,
@@ -130,9 +143,12 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
             expected = response.headers.get("Content-Length")
             if expected is not None:
                 ensure_free_space(dest.parent, int(expected), f"downloading {url}")
-            with open(part, "ab" if resumed else "wb") as f:
+            start = have if resumed else 0  # a resumed download's bar starts where the part file ends
+            total = start + int(expected) if expected is not None else None
+            with open(part, "ab" if resumed else "wb") as f, \
+                    progress(total, dest.name, unit="B", initial=start) as bar:
                 try:
-                    shutil.copyfileobj(response, f, chunk_size)
+                    _copy(response, f, chunk_size, bar)
                 except (OSError, http.client.HTTPException) as err:
                     raise ConnectionError(f"download of {url} interrupted ({err}); run the command again "
                                           f"to resume from {part.stat().st_size} bytes") from err
@@ -148,6 +164,29 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
             raise
     os.replace(part, dest)
     return dest
+
+
+class _PositionReader:
+    """A binary file for tarfile to read that moves ``bar`` (when set) to the file's position as it is read."""
+
+    def __init__(self, raw, bar=None):
+        self.raw, self.bar = raw, bar
+
+    def read(self, *args):
+        data = self.raw.read(*args)
+        if self.bar is not None:
+            self.bar.update(self.raw.tell() - self.bar.n)
+        return data
+
+    def __getattr__(self, name):  # seek, tell, name, mode, ...: the file's own
+        return getattr(self.raw, name)
+
+
+def _counted(members, bar, size_attribute: str):
+    """Yield ``members`` to ``extractall``, advancing ``bar`` by each one's size once it is written."""
+    for m in members:
+        yield m
+        bar.update(getattr(m, size_attribute))
 
 
 def safe_extract(archive: Path, dest: Path) -> None:
@@ -169,21 +208,28 @@ def safe_extract(archive: Path, dest: Path) -> None:
             bad = [n for n in zf.namelist() if not inside(n)]
             if bad:
                 raise refuse(bad[0])
-            ensure_free_space(dest, sum(i.file_size for i in zf.infolist()), f"extracting {archive.name}")
-            zf.extractall(dest)
+            size = sum(i.file_size for i in zf.infolist())
+            ensure_free_space(dest, size, f"extracting {archive.name}")
+            with progress(size, f"extracting {archive.name}", unit="B") as bar:
+                zf.extractall(dest, members=_counted(zf.infolist(), bar, "file_size"))
         return
-    with tarfile.open(archive) as tf:
-        members = tf.getmembers()
+    with open(archive, "rb") as raw, tarfile.open(fileobj=(reader := _PositionReader(raw))) as tf:
+        # Listing a compressed tar reads (and decompresses) all of it: a bar over the archive's bytes.
+        with progress(os.fstat(raw.fileno()).st_size, f"checking {archive.name}", unit="B") as reader.bar:
+            members = tf.getmembers()
+        reader.bar = None
         for m in members:
             # A symbolic link's target is relative to its own folder, a hard link's to the archive root.
             target = m.linkname if m.islnk() else os.path.join(os.path.dirname(m.name), m.linkname)
             if not inside(m.name) or ((m.issym() or m.islnk()) and not inside(target)):
                 raise refuse(m.name)
-        ensure_free_space(dest, sum(m.size for m in members), f"extracting {archive.name}")
+        size = sum(m.size for m in members)
+        ensure_free_space(dest, size, f"extracting {archive.name}")
         try:
             # The "data" filter also refuses what the check above lets through (device files,
             # absolute links into dest, chains of links): the same error for the same problem.
-            tf.extractall(dest, filter="data")
+            with progress(size, f"extracting {archive.name}", unit="B") as bar:
+                tf.extractall(dest, members=_counted(members, bar, "size"), filter="data")
         except tarfile.FilterError as err:
             raise refuse(err.tarinfo.name, f"is unsafe ({err})") from err
 

@@ -136,7 +136,7 @@ def load_tiny_imagenet(root, split: str = "train", num_classes: int = 50, class_
                            root / "val" / "images", "tiny-imagenet-200")
 
     def build() -> ImageSet:
-        return _decode_labelled(files, labels, classes, image_size, root)
+        return _decode_labelled(files, labels, classes, image_size, root, f"decoding Tiny ImageNet {split}")
 
     # The labels as read are part of the key as well as val_annotations.txt's size and time: an edited
     # annotation file changes the key even within the file system's timestamp resolution.
@@ -145,8 +145,8 @@ def load_tiny_imagenet(root, split: str = "train", num_classes: int = 50, class_
     return _warned(cached("tiny_imagenet", settings, fingerprint_files, build, use_cache), root)
 
 
-def _decode_labelled(files, labels, classes, image_size, where) -> ImageSet:
-    arrays, skipped = decode_many(files, image_size)
+def _decode_labelled(files, labels, classes, image_size, where, desc: str) -> ImageSet:
+    arrays, skipped = decode_many(files, image_size, desc)
     keep = [i for i, a in enumerate(arrays) if a is not None]
     if image_size is None and keep:
         sizes = {arrays[i].shape for i in keep}
@@ -204,6 +204,6 @@ def load_dogs_vs_cats(root, image_size: int = 64, use_cache: bool = True) -> Ima
     files, labels = dogs_vs_cats_files(root)
 
     def build() -> ImageSet:
-        return _decode_labelled(files, labels, DOGS_VS_CATS_CLASSES, image_size, root)
+        return _decode_labelled(files, labels, DOGS_VS_CATS_CLASSES, image_size, root, "decoding Dogs vs Cats")
 
     return _warned(cached("dogs_vs_cats", {"image_size": image_size}, files, build, use_cache), root)
