@@ -85,3 +85,16 @@ def test_changed_parameter_does_not_resume_and_same_one_does(isolated_root):
     assert checkpoint_path("test", first, "data").parent == isolated_root / "data" / "cache" / "checkpoints"
     assert train(Run("r", {"lr": 0.01}, 0), 1).resumed_from_epoch == 0
     assert train(first, 2).resumed_from_epoch == 1
+
+
+@pytest.mark.parametrize("key", ["q1", "q2", "q3"])
+def test_keep_checkpoints_never_changes_a_run_or_its_key(key, monkeypatch):
+    """It goes beside the runs (to fit), so ``-p keep_checkpoints none`` still finds the finished runs."""
+    import importlib
+
+    from labkit import notebooks as registry
+    monkeypatch.delenv("LABKIT_ROOT", raising=False)  # the checkout's notebooks
+    module = importlib.import_module(registry.MODULES[key])
+    plans = [module.plan(module.parameters({**registry.default_parameters(key, "smoke"), "keep_checkpoints": keep}))
+             for keep in ("final", "none", "all")]
+    assert plans[0] == plans[1] == plans[2]
