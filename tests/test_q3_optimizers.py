@@ -19,7 +19,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     assert set(metrics["runs"]) == Q3_RUNS
     assert metrics["profile"] == "smoke" and metrics["finished"]
     for name, run in metrics["runs"].items():
-        assert run["status"] in ("ok", "diverged", "below_chance"), name
+        assert run["status"] in ("ok", "at_chance", "below_chance", "diverged"), name  # smoke: a few images
         assert run["accuracy"] is None or 0 <= run["accuracy"] <= 1
     # equal settings are trained once and recorded under both names
     assert metrics["runs"]["adam_bs64"] == metrics["runs"]["adam"]
