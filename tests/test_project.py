@@ -106,3 +106,12 @@ def test_no_file_points_at_files_a_user_does_not_have():
             if p.suffix in (".py", ".md", ".yaml", ".yml", ".ipynb", ".toml", "") and p.name != "conftest.py"
             and pattern.search(p.read_text(errors="ignore"))]
     assert not hits, hits
+
+
+def test_every_notebook_code_cell_is_valid_python():
+    """A syntax error in a later cell would only show after minutes of training; catch it in milliseconds."""
+    import ast
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                ast.parse("".join(cell["source"]), filename=f"{path.name} cell {i}")
