@@ -23,7 +23,7 @@ def test_not_a_state_dict(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(ValueError, match="does not hold a state dict"):
         models.resnet("resnet18", str(path))
-    with pytest.raises(ValueError, match="allowed: 'standin', 'imagenet', 'none'"):
+    with pytest.raises(ValueError, match="allowed: 'standin', 'standin-smoke', 'imagenet', 'none'"):
         models.resnet("resnet18", str(tmp_path / "missing.pt"))
 
 

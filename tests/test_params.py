@@ -84,7 +84,7 @@ def test_validate_names_the_parameter_and_allowed_values():
     with pytest.raises(ParameterError, match="'batch_size' = 0 is out of range"):
         validate({"batch_size": 0}, specs, "q3")
     with pytest.raises(ParameterError, match=r"^parameter 'weights' = '/no/such/file\.pt' is not allowed; allowed: "
-                                             r"a string \('standin', 'imagenet', 'none' or the path"):
+                                             r"a string \('standin', 'standin-smoke', 'imagenet', 'none' or the path"):
         validate({"weights": "/no/such/file.pt"}, specs, "q3")
 
 

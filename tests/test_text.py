@@ -29,10 +29,11 @@ def test_skipped():
     assert skipped("(a)", "runs_optimizers") == "*(a): skipped (no runs in `runs_optimizers`).*"
 
 
-def test_banner_for_standin_weights_says_not_imagenet():
+def test_banner_for_standin_weights_says_not_imagenet(isolated_root):
     pytest.importorskip("IPython")
-    html = banner("standin", "resnet18").data
-    assert "NOT ImageNet" in html and "STAND-IN weights: resnet18" in html
+    html = banner("standin-smoke", "resnet18").data  # the seconds-size stand-in, trained in the session's folder
+    assert "NOT ImageNet" in html and "STAND-IN weights (standin-smoke): resnet18" in html
+    assert "40-class synthetic source task" in html and "held-out top-1" in html
     assert "background:#fff3cd" in html and "#d1e7dd" not in html
     assert html.startswith("<div style=") and html.endswith("</div>")
 
