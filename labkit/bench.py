@@ -139,80 +139,109 @@ def _photo_jpegs(folder: Path, per_class: int, seed: int = 0) -> Path:
     return folder
 
 
-def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, epochs: int = 8,
-                      batch_size: int = 64) -> dict:
-    """The Q3 Adam run on photo-size JPEGs: the notebook's own pipeline (``q3_optimizers.load_data`` then
-    ``train_and_test``: decode once, in-memory batches, ``fit`` with validation, gradient flow and
-    checkpoints) against the plain script most users write (a Dataset that opens and resizes each JPEG
-    with PIL every epoch, in a 2-worker DataLoader, and a hand-written loop). Same files, splits, model
-    and epochs; both timed end to end from the JPEG files (labkit's cold decode included), then both
-    tested on the same held-out images."""
-    import torchvision.transforms as T
-    from PIL import Image
+class _PlainPhotos(torch.utils.data.Dataset):
+    """The plain script's Dataset: opens, decodes and resizes each JPEG with PIL every time it is read."""
+
+    def __init__(self, files, labels, indices, image_size: int):
+        import torchvision.transforms as T
+        self.files, self.labels, self.indices = files, labels, indices
+        self.transform = T.Compose([T.Resize((image_size, image_size)), T.ToTensor(),
+                                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        j = self.indices[i]
+        return self.transform(Image.open(self.files[j]).convert("RGB")), self.labels[j]
+
+
+def q3_side(side: str, folder: str, image_size: int, epochs: int, batch_size: int) -> dict:
+    """One timed side of :func:`bench_q3_training`, run in a fresh process: "labkit" (the notebook's
+    ``load_data`` and ``train_and_test``, cold: no dataset cache, no checkpoint) or "plain" (the script)."""
     from labkit import q3_optimizers as q3
     from labkit.data.loaders import dogs_vs_cats_files
     from labkit.paths import cache_dir
-
-    folder = root / "q3photos"
-    if not folder.exists():
-        _photo_jpegs(folder, per_class)
-    files, labels = dogs_vs_cats_files(folder)
     from labkit.runs import Run
-    run = Run("bench_adam", {**q3.RUN_DEFAULTS, "batch_size": batch_size, "lr": 1e-3, "epochs": epochs,
-                             "gradient_flow_every": 5}, 0)
-    to_tensor = T.Compose([T.Resize((image_size, image_size)), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-
-    class PlainDataset(torch.utils.data.Dataset):
-        def __init__(self, idx):
-            self.idx = idx
-
-        def __len__(self):
-            return len(self.idx)
-
-        def __getitem__(self, i):
-            j = self.idx[i]
-            return to_tensor(Image.open(files[j]).convert("RGB")), labels[j]
 
     def splits():
-        return q3.load_data("real", str(folder), image_size, 0, 0.3, 0.15, seed=0)
+        return q3.load_data("real", folder, image_size, 0, 0.3, 0.15, seed=0)
 
-    def ours():
+    # Untimed warm-up of what both sides pay alike: the first optimizer imports torch._dynamo (seconds).
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    if side == "labkit":
         for f in cache_dir("datasets").glob("dogs_vs_cats-*.pt"):
             f.unlink()  # cold: decoding the JPEGs is part of labkit's time
         for f in cache_dir("checkpoints").glob("q3-bench_adam-*.pt"):
             f.unlink()  # never resume: every repeat trains from scratch
-        return q3.train_and_test(run, splits(), torch.device("cpu")).accuracy
+        run = Run("bench_adam", {**q3.RUN_DEFAULTS, "batch_size": batch_size, "lr": 1e-3, "epochs": epochs,
+                                 "gradient_flow_every": 5}, 0)
+        t = time.perf_counter()
+        accuracy = q3.train_and_test(run, splits(), torch.device("cpu")).accuracy
+        return {"seconds": time.perf_counter() - t, "accuracy": accuracy}
+    s = splits()  # the same split indices (the plain script gets them for free, untimed)
+    files, labels = dogs_vs_cats_files(folder)
+    t = time.perf_counter()
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loader = torch.utils.data.DataLoader(_PlainPhotos(files, labels, s.train, image_size), batch_size=batch_size,
+                                         shuffle=True, num_workers=2)
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    test = torch.utils.data.DataLoader(_PlainPhotos(files, labels, s.test, image_size), batch_size=256,
+                                       num_workers=2)
+    with torch.no_grad():
+        correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test)
+    return {"seconds": time.perf_counter() - t, "accuracy": correct / len(s.test)}
 
-    def plain():
-        s = splits_for_plain
-        torch.manual_seed(0)
-        model = SmallCNN()
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-        loader = torch.utils.data.DataLoader(PlainDataset(s.train), batch_size=batch_size, shuffle=True,
-                                             num_workers=2)
-        for _ in range(epochs):
-            model.train()
-            for x, y in loader:
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        model.eval()
-        test = torch.utils.data.DataLoader(PlainDataset(s.test), batch_size=256, num_workers=2)
-        with torch.no_grad():
-            correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test)
-        return correct / len(s.test)
 
-    splits_for_plain = splits()  # the same split indices (the plain script gets them for free)
+def _in_fresh_process(function: str, *args) -> dict:
+    """``labkit.bench.<function>(*args)`` in a new Python process (same interpreter, environment and
+    LABKIT_ROOT); its JSON result. What one side sets for its whole process (labkit's fit tunes the C
+    allocator, thread pools warm up) cannot then help or hinder the other, as for two separate programs."""
+    import json
+    import subprocess
+    import sys
+    code = f"import json, sys; from labkit import bench; print(json.dumps(bench.{function}(*json.loads(sys.argv[1]))))"
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_parent] + [p for p in [os.environ.get("PYTHONPATH")]
+                                                                          if p])}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise RuntimeError(f"bench.{function}{args} failed in its process:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, epochs: int = 8,
+                      batch_size: int = 64, rounds: int = 2) -> dict:
+    """The Q3 Adam run on photo-size JPEGs: the notebook's own pipeline (``q3_optimizers.load_data`` then
+    ``train_and_test``: decode once, in-memory batches, ``fit`` with validation, gradient flow and
+    checkpoints) against the plain script most users write (a Dataset that opens and resizes each JPEG
+    with PIL every epoch, in a 2-worker DataLoader, and a hand-written loop). Same files, splits, model
+    and epochs; both timed end to end from the JPEG files (labkit's cold decode included), each in a
+    fresh process (imports untimed), then both tested on the same held-out images."""
+    from labkit.data.loaders import dogs_vs_cats_files
+    folder = root / "q3photos"
+    if not folder.exists():
+        _photo_jpegs(folder, per_class)
     times, accs = {"labkit": [], "plain": []}, {}
-    for _ in range(2):  # interleaved; each is a whole training run, so two rounds are enough for a median
-        for name, fn in (("labkit", ours), ("plain", plain)):
-            t = time.perf_counter()
-            accs[name] = fn()
-            times[name].append(time.perf_counter() - t)
+    for _ in range(rounds):  # interleaved; each is a whole training run, so two rounds are enough for a median
+        for side in ("labkit", "plain"):
+            r = _in_fresh_process("q3_side", side, str(folder), image_size, epochs, batch_size)
+            times[side].append(r["seconds"])
+            accs[side] = r["accuracy"]
     t = {k: statistics.median(v) for k, v in times.items()}
-    return {"photos": len(files), "epochs": epochs, "labkit_s": t["labkit"], "plain_s": t["plain"],
-            "ratio": t["plain"] / t["labkit"], "labkit_accuracy": accs["labkit"], "plain_accuracy": accs["plain"]}
+    return {"photos": len(dogs_vs_cats_files(folder)[0]), "epochs": epochs, "labkit_s": t["labkit"],
+            "plain_s": t["plain"], "ratio": t["plain"] / t["labkit"], "labkit_accuracy": accs["labkit"],
+            "plain_accuracy": accs["plain"]}
 
 
 def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:

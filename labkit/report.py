@@ -41,10 +41,12 @@ class _CellProgress(logging.Handler):
 
     def emit(self, record):
         msg = record.getMessage()
+        lines = [ln for ln in msg.splitlines() if ln.startswith(PLAIN_PREFIX)] \
+            if record.levelno == logging.INFO else []  # INFO: the kernel's stdout, as papermill logs it
         if msg.startswith("Executing Cell"):
             self.cell, self.detail = msg.split()[2].strip("-"), ""
-        elif record.levelno == logging.INFO and PLAIN_PREFIX in msg:  # the kernel's stdout, logged by papermill
-            self.detail = [ln for ln in msg.splitlines() if ln.startswith(PLAIN_PREFIX)][-1][len(PLAIN_PREFIX):]
+        elif lines:
+            self.detail = lines[-1][len(PLAIN_PREFIX):]
         else:
             return
         self.line.set(f"cell {self.cell}/{self.total}" + (f" · {self.detail}" if self.detail else ""))

@@ -231,7 +231,7 @@ def test_download_and_checksum_show_byte_progress(server, tmp_path, bars):
     dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=4096)
     bar = bars["big.bin"]
     assert (bar.initial, bar.n, bar.total) == (0, len(BODY), len(BODY))
-    check = bars["sha256 big.bin.part"]  # verified before it is renamed into place
+    check = bars["sha256 big.bin"]  # verified (as big.bin.part) before it is renamed into place
     assert (check.n, check.total) == (len(BODY), len(BODY))
     text = bar.fp.getvalue()
     assert "100" in text and "B/s" in text  # 100 % or 100%, and a rate in bytes per second
@@ -274,7 +274,7 @@ def test_make_data_in_a_log_prints_sparse_progress_lines(server, tmp_path, capsy
     dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=1024)
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith(f"{pg.PLAIN_PREFIX}big.bin: 100.00 KB of 100.00 KB (100 %)")
-    assert lines[1].startswith(f"{pg.PLAIN_PREFIX}sha256 big.bin.part: 100.00 KB of 100.00 KB (100 %)")
+    assert lines[1].startswith(f"{pg.PLAIN_PREFIX}sha256 big.bin: 100.00 KB of 100.00 KB (100 %)")
     assert len(lines) == 2
 
 

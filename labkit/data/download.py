@@ -53,8 +53,8 @@ SOURCES = {
 def file_digest(path: Path, algorithm: str) -> str:
     """The file's hex digest, with a progress bar: hashing 2.6 GB takes several seconds."""
     h = hashlib.new(algorithm)
-    with open(path, "rb") as f, progress(os.fstat(f.fileno()).st_size, f"{algorithm} {path.name}",
-                                         unit="B") as bar:
+    name = path.name.removesuffix(".part")  # a download is verified before it gets its name
+    with open(path, "rb") as f, progress(os.fstat(f.fileno()).st_size, f"{algorithm} {name}", unit="B") as bar:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
             bar.update(len(block))
