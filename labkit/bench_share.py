@@ -36,8 +36,13 @@ with cpu_threads(torch.device("cpu")):  # counted as running from here: the othe
         time.sleep(0.005)
     start = time.time()
     out = q3.train_and_test(run, splits, torch.device("cpu"), keep_checkpoints="none")
-print(json.dumps({"start": start, "end": time.time(), "threads": out.history.threads,
-                  "accuracy": out.accuracy}))
+    end = time.time()
+    # stay registered until the other run has finished too: a run that ends first must not leave the other
+    # to start alone and take every core
+    (barrier.parent / f"done-{seed}").touch()
+    while len(list(barrier.parent.glob("done-*"))) < len(list(barrier.parent.glob("ready-*"))):
+        time.sleep(0.005)
+print(json.dumps({"start": start, "end": end, "threads": out.history.threads, "accuracy": out.accuracy}))
 """
 
 

@@ -25,6 +25,9 @@ def put(root, relative: str, size: int, days_ago: float = 0.0):
 @pytest.fixture
 def filled(isolated_root):
     """A cache as a report leaves it, with one old Q2 run (and its per-epoch copy) and a downloaded dataset."""
+    standin = isolated_root / "data" / "cache" / "standin"
+    standin.unlink()  # this test counts files: not the session's shared stand-in weights, whatever it holds
+    standin.mkdir()
     put(isolated_root, "cache/datasets/stl10-aaaa-bbbb.pt", 2_000_000)
     put(isolated_root, "cache/features/resnet50-cccc.pt", 300_000)
     put(isolated_root, "cache/checkpoints/q1-finetune-" + KEY + ".pt", 60_000_000, days_ago=1)

@@ -20,7 +20,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     root, _ = smoke_report
     metrics = json.loads((root / "q1" / "metrics.json").read_text())
     assert set(metrics["runs"]) == {"svm", "zero_shot", "zero_shot_restricted", "finetune"}
-    assert metrics["weights"] == "standin"
+    assert metrics["weights"] == "standin-smoke"  # the smoke profile's seconds-size stand-in
     assert "NOT ImageNet" in (root / "q1" / "q1_stl10_transfer.report.html").read_text()
 
 
