@@ -23,8 +23,12 @@ def is_terminal(stream) -> bool:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel, where tqdm.auto draws a widget (stderr is no terminal there)."""
-    return "ipykernel" in sys.modules
+    """True inside a running Jupyter kernel, where tqdm.auto draws a widget (stderr is no terminal there).
+    Asks the running shell, not whether ipykernel was imported: a process that merely imported it (a test
+    run, papermill's client) is no notebook."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def plain_wanted(stream=None) -> bool:

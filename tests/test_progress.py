@@ -97,3 +97,10 @@ def test_status_line_ticks_on_its_own():
     time.sleep(0.2)
     line.finish("ok")
     assert out.getvalue().count("\r[q3] starting") >= 3  # redrawn with the elapsed time while nothing happens
+
+
+def test_a_process_that_merely_imported_ipykernel_is_no_notebook():
+    """The suite's random order once put a test importing ipykernel before the progress tests: a test process
+    must still get text lines, not a widget bar."""
+    import ipykernel  # noqa: F401
+    assert pg.in_notebook() is False
