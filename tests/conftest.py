@@ -6,6 +6,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "samples"
 
 
+def zip_bytes(files: dict) -> bytes:
+    """An in-memory zip archive of ``{member name: text or bytes}`` (archives for the download tests)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
 @pytest.fixture
 def samples() -> Path:
     """The real sample files beside the checkout; absent on a user's machine, so tests skip."""

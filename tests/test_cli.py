@@ -2,15 +2,14 @@
 ``--debug`` shows it. Run as users run it (a subprocess) where that is cheap, in-process otherwise."""
 import hashlib
 import importlib
-import io
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import zip_bytes
 from labkit import cli
 from labkit.data import download as dl
 from labkit.progress import PLAIN_PREFIX
@@ -81,13 +80,6 @@ def _serve_file(monkeypatch, tmp_path, data: bytes, checksum: str) -> None:
     monkeypatch.setitem(dl.SOURCES, "tiny-imagenet-200", dl.Source(archive.as_uri(), checksum, "tiny-imagenet-200"))
 
 
-def _zip(files: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, text in files.items():
-            zf.writestr(name, text)
-    return buf.getvalue()
-
 
 def test_checksum_mismatch(isolated_root, monkeypatch, capsys):
     _serve_file(monkeypatch, isolated_root, b"not the archive", "md5:" + "0" * 32)
@@ -98,7 +90,7 @@ def test_checksum_mismatch(isolated_root, monkeypatch, capsys):
 
 
 def test_unsafe_archive(isolated_root, monkeypatch, capsys):
-    evil = _zip({"tiny-imagenet-200/wnids.txt": "n01\n", "../../escaped.txt": "x"})
+    evil = zip_bytes({"tiny-imagenet-200/wnids.txt": "n01\n", "../../escaped.txt": "x"})
     _serve_file(monkeypatch, isolated_root, evil, "md5:" + hashlib.md5(evil).hexdigest())
     assert cli.main(["data", "--datasets", "tiny-imagenet-200", "--no-weights"]) == 1
     assert "'../../escaped.txt' would be written outside" in one_error_line(capsys.readouterr().err)

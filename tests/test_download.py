@@ -4,10 +4,10 @@ import http.server
 import io
 import tarfile
 import threading
-import zipfile
 
 import pytest
 
+from conftest import zip_bytes
 from labkit import progress as pg
 from labkit.data import download as dl
 from labkit.paths import DiskSpaceError
@@ -72,19 +72,12 @@ BODY = bytes(range(256)) * 400
 SHA = "sha256:" + hashlib.sha256(BODY).hexdigest()
 
 
-def _zip_bytes(files: dict) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
 
 # ----------------------------------------------------------------------------- downloads
 
 def test_checksum_match_extracts(server, tmp_path, monkeypatch):
     handler, base = server
-    archive = _zip_bytes({"tiny-imagenet-200/wnids.txt": "n01\n", "tiny-imagenet-200/words.txt": "n01\tthing\n"})
+    archive = zip_bytes({"tiny-imagenet-200/wnids.txt": "n01\n", "tiny-imagenet-200/words.txt": "n01\tthing\n"})
     handler.files["/tiny.zip"] = archive
     monkeypatch.setitem(dl.SOURCES, "tiny-imagenet-200", dl.Source(
         base + "/tiny.zip", "md5:" + hashlib.md5(archive).hexdigest(), "tiny-imagenet-200"))
@@ -108,7 +101,7 @@ def test_pinned_sha256_mismatch(server, tmp_path, monkeypatch):
     """Dogs vs Cats has no published checksum: the first download pins its SHA-256. A damaged copy is
     fetched again, and an archive that no longer matches the pin is refused and removed."""
     handler, base = server
-    first = _zip_bytes({"PetImages/Cat/0.jpg": "c", "PetImages/Dog/0.jpg": "d"})
+    first = zip_bytes({"PetImages/Cat/0.jpg": "c", "PetImages/Dog/0.jpg": "d"})
     handler.files["/pets.zip"] = first
     monkeypatch.setitem(dl.SOURCES, "dogs-vs-cats", dl.Source(base + "/pets.zip", None, "PetImages"))
     root = dl.fetch_dataset("dogs-vs-cats", tmp_path / "dc")
@@ -117,7 +110,7 @@ def test_pinned_sha256_mismatch(server, tmp_path, monkeypatch):
     # the archive is damaged and the extraction lost; upstream now serves other bytes
     (root / ".PetImages.extracted").unlink()
     (root / "pets.zip").write_bytes(b"damaged")
-    handler.files["/pets.zip"] = _zip_bytes({"PetImages/Cat/0.jpg": "changed"})
+    handler.files["/pets.zip"] = zip_bytes({"PetImages/Cat/0.jpg": "changed"})
     with pytest.raises(dl.ChecksumError, match=r"pets\.zip\.sha256.*delete that file"):
         dl.fetch_dataset("dogs-vs-cats", tmp_path / "dc")
     assert not (root / "pets.zip").exists() and not (root / "pets.zip.part").exists()
@@ -254,7 +247,7 @@ def test_a_resumed_download_starts_its_bar_where_it_resumes(server, tmp_path, ba
 def test_extraction_shows_progress(server, tmp_path, monkeypatch, bars):
     handler, base = server
     payload = {"tiny-imagenet-200/a.txt": "a" * 5000, "tiny-imagenet-200/b.txt": "b" * 3000}
-    handler.files["/tiny.zip"] = _zip_bytes(payload)
+    handler.files["/tiny.zip"] = zip_bytes(payload)
     monkeypatch.setitem(dl.SOURCES, "tiny-imagenet-200", dl.Source(base + "/tiny.zip", None, "tiny-imagenet-200"))
     dl.fetch_dataset("tiny-imagenet-200", tmp_path / "tiny")
     assert (bars["extracting tiny.zip"].n, bars["extracting tiny.zip"].total) == (8000, 8000)
@@ -326,7 +319,7 @@ def test_unsafe_tar_members_are_refused(tmp_path, case):
 @pytest.mark.parametrize("name", ["../escaped.txt", "ABS/escaped.txt", "data/../../escaped.txt"])
 def test_unsafe_zip_members_are_refused(tmp_path, name):
     archive = tmp_path / "evil.zip"
-    archive.write_bytes(_zip_bytes({"data/ok.txt": "ok", name.replace("ABS", str(tmp_path)): "x"}))
+    archive.write_bytes(zip_bytes({"data/ok.txt": "ok", name.replace("ABS", str(tmp_path)): "x"}))
     with pytest.raises(dl.UnsafeArchiveError, match="outside"):
         dl.safe_extract(archive, tmp_path / "deep" / "out")
     assert not any((tmp_path / "deep" / "out").iterdir())  # refused before anything is written
