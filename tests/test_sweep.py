@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import dask
+import distributed  # noqa: F401 - see the note below
 import nbformat
 import pandas as pd
 import psutil
@@ -21,6 +22,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 from labkit import cli
 from labkit import notebooks as registry
 from labkit.sweep import grid_points, parse_value, point_name, sweep
+
+# `distributed` is imported above so that its config defaults (distributed.*) are in dask.config before any
+# test enters dask.config.set({"distributed...": ...}): entered before the import, that context records the
+# whole `distributed` section as new and deletes it on exit, and every later sweep in this process fails
+# with KeyError: 'distributed' (random test order made CI hit it).
 
 TINY_PARAMS = """profile: str = "demo"  # profile
 output_dir: str = None  # output folder
