@@ -256,6 +256,7 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
     from labkit import notebooks as registry
     from labkit import sweep as sw
     from labkit.cluster import client_for
+    from labkit.kernels import private_kernels
     from labkit.sweep_point import run_point
 
     shutil.copytree(notebooks, root / "notebooks", dirs_exist_ok=True)  # root is this run's LABKIT_ROOT
@@ -266,8 +267,10 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
     def direct(p, out: Path) -> float:
         out.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        papermill.execute_notebook(str(nb), str(out / nb.name), parameters={**p.params, "output_dir": str(out)},
-                                   cwd=str(nb.parent), kernel_name="python3", progress_bar=False)
+        with private_kernels() as manager:  # the same kernels as a sweep point's, so only the engine differs
+            papermill.execute_notebook(str(nb), str(out / nb.name), parameters={**p.params, "output_dir": str(out)},
+                                       cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
+                                       kernel_manager_class=manager)
         return time.perf_counter() - t
 
     direct(points[0], root / "sweep-warm-up")  # the synthetic data and its cache are made once, untimed

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 
 import labkit
 from labkit import notebooks as registry
+from labkit.kernels import private_kernels
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_text, project_root, reports_dir
 from labkit.progress import PLAIN_PREFIX, StatusLine
@@ -52,29 +52,6 @@ class _CellProgress(logging.Handler):
         self.line.set(f"cell {self.cell}/{self.total}" + (f" · {self.detail}" if self.detail else ""))
 
 
-def _kernel_manager_class(sockets: Path):
-    """A kernel manager that talks to the kernel over Unix sockets in ``sockets`` instead of TCP on
-    localhost. Over TCP ipykernel warns on the terminal, in every notebook run, that traffic is not
-    encrypted; Unix sockets are private to this user, so the warning has no cause (the kernel's other
-    messages still reach the terminal). On Windows, which has no Unix sockets for ZeroMQ, nbclient's
-    default (TCP)."""
-    from jupyter_client.manager import AsyncKernelManager  # what nbclient uses by default
-    from traitlets import default
-    if os.name == "nt":
-        return AsyncKernelManager
-
-    class UnixSocketKernelManager(AsyncKernelManager):
-        @default("transport")
-        def _transport_default(self):
-            return "ipc"
-
-        @default("ip")
-        def _ip_default(self):  # absolute: the default is relative to the cwd, i.e. inside notebooks/
-            return str(sockets / "kernel")
-
-    return UnixSocketKernelManager
-
-
 def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
             line: StatusLine | None = None) -> tuple[Path, str | None]:
     """Run one notebook with papermill (cwd notebooks/); return the executed copy and the error, if any.
@@ -91,16 +68,18 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
     handler = _CellProgress(line, total) if line is not None else None
     if handler is not None:
         log.addHandler(handler)
+    # Papermill's cell log feeds the status line, not the terminal; set for this run only and put back after,
+    # so a caller (a test, a sweep) keeps its own logging and environment.
+    saved = log.level, log.propagate, os.environ.get("LABKIT_PLAIN_PROGRESS")
     log.setLevel(logging.INFO)
     log.propagate = False
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
     try:
-        with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as sockets:
+        with private_kernels() as manager:
             papermill.execute_notebook(str(source), str(executed), parameters=params,
                                        cwd=str(registry.notebooks_dir()),
                                        kernel_name="python3", progress_bar=False, log_output=True,
-                                       execution_timeout=timeout,
-                                       kernel_manager_class=_kernel_manager_class(Path(sockets)))
+                                       execution_timeout=timeout, kernel_manager_class=manager)
         return executed, None
     except Exception as err:  # noqa: BLE001 - any failure marks this notebook failed, the others go on
         name = type(err).__name__
@@ -109,6 +88,13 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
     finally:
         if handler is not None:
             log.removeHandler(handler)
+        level, propagate, plain = saved
+        log.setLevel(level)
+        log.propagate = propagate
+        if plain is None:
+            os.environ.pop("LABKIT_PLAIN_PROGRESS", None)
+        else:
+            os.environ["LABKIT_PLAIN_PROGRESS"] = plain
 
 
 def _without_progress_lines(nb):

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from labkit.kernels import private_kernels
 from labkit.paths import code_fingerprint, project_root
 
 
@@ -46,10 +47,12 @@ def run_point(notebook: str, source: bytes, params: dict, timeout: int | None = 
         out.mkdir()
         started, error = time.perf_counter(), None
         try:
-            papermill.execute_notebook(str(tmp / "source.ipynb"), str(out / notebook),
-                                       parameters={**params, "output_dir": str(out)},
-                                       cwd=str(notebooks if notebooks.is_dir() else tmp), kernel_name="python3",
-                                       progress_bar=False, log_output=False, execution_timeout=timeout)
+            with private_kernels() as manager:
+                papermill.execute_notebook(str(tmp / "source.ipynb"), str(out / notebook),
+                                           parameters={**params, "output_dir": str(out)},
+                                           cwd=str(notebooks if notebooks.is_dir() else tmp), kernel_name="python3",
+                                           progress_bar=False, log_output=False, execution_timeout=timeout,
+                                           kernel_manager_class=manager)
         except Exception as err:  # noqa: BLE001 - sorted below: the notebook's own failure, or re-raised
             error = _notebook_error(err)
             if error is None:

@@ -1,4 +1,6 @@
 import json
+import logging
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -195,8 +197,13 @@ def test_the_live_line_counts_cells_and_shows_the_kernels_progress(tiny_project,
                    "from labkit.progress import progress\nprint('fine')\n"
                    "with progress(3000, 'decoding things', unit='files') as bar:\n    bar.update(3000)")
     line = _Recorder()
+    papermill_log = logging.getLogger("papermill")
+    before = papermill_log.level, papermill_log.propagate
     executed, error = report.execute("good", tiny_project / "out", {"profile": "smoke"}, line=line)
     assert error is None
+    # the caller's environment and logging are as they were (the kernel alone got the plain-progress switch)
+    assert "LABKIT_PLAIN_PROGRESS" not in os.environ
+    assert (papermill_log.level, papermill_log.propagate) == before
     assert line.texts[:3] == ["cell 1/3", "cell 2/3", "cell 3/3"]
     assert line.texts[-1].startswith("cell 3/3 · decoding things: 3,000 of 3,000 files (100 %), 0:00")
     kept = "".join(o.get("text", "") for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
