@@ -17,6 +17,14 @@ def zip_bytes(files: dict) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture(autouse=True)
+def torch_seeded():
+    """pytest-randomly reseeds random and numpy for each test, not torch: a model built without a seed would
+    start from weights that depend on which tests ran before it."""
+    import torch
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def samples() -> Path:
     """The real sample files beside the checkout; absent on a user's machine, so tests skip."""
@@ -44,9 +52,11 @@ def make_root(path: Path, standin: Path) -> Path:
 
 @pytest.fixture
 def isolated_root(tmp_path, monkeypatch, shared_standin) -> Path:
-    """Tests that write data, caches, checkpoints or reports run here, never in the checkout."""
-    monkeypatch.setenv("LABKIT_ROOT", str(make_root(tmp_path, shared_standin)))
-    return tmp_path
+    """Tests that write data, caches, checkpoints or reports run here, never in the checkout. The root is a
+    folder of its own inside ``tmp_path``, so a test that also writes to ``tmp_path`` sees only its files."""
+    root = make_root(tmp_path / "root", shared_standin)
+    monkeypatch.setenv("LABKIT_ROOT", str(root))
+    return root
 
 
 @pytest.fixture

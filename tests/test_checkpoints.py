@@ -15,6 +15,9 @@ from labkit.optim import make_optimizer
 from labkit.paths import DiskSpaceError
 from labkit.train import fit
 
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
+
 
 def test_a_hash_follows_values_not_memory_layout():
     x = torch.randn(2, 3, 4, 4)

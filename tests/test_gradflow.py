@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from labkit.data import Batches
@@ -6,6 +7,9 @@ from labkit.gradflow import GradientFlow
 from labkit.models import SmallCNN
 from labkit.optim import make_optimizer
 from labkit.train import fit
+
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
 
 
 def _data(n=96, size=16):

@@ -7,6 +7,9 @@ from labkit.models import SmallCNN
 from labkit.optim import make_optimizer
 from labkit.train import fit
 
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
+
 
 def _ready(loss: CenterLoss, centers) -> CenterLoss:
     loss.centers.copy_(torch.tensor(centers))

@@ -57,7 +57,7 @@ def test_runs_take_the_notebook_defaults_and_their_own_settings():
         q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 30, "m_per_class": 4}]})
 
 
-def test_real_sample_loads_with_the_right_class_subset(samples):
+def test_real_sample_loads_with_the_right_class_subset(samples, isolated_root):
     data = q2.load_data("real", str(samples / "tiny-imagenet-200"), 3, "wnids", 32, 0, 0, 0.25, 0)
     wnids = (samples / "tiny-imagenet-200" / "wnids.txt").read_text().split()[:3]
     words = dict(l.split("\t") for l in (samples / "tiny-imagenet-200" / "words.txt").read_text().splitlines())

@@ -9,6 +9,9 @@ from labkit.losses import LossTerm, cross_entropy_term
 from labkit.optim import make_optimizer
 from labkit.train import evaluate, fit, predict
 
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
+
 
 def _data(n=96, size=16):
     labels = torch.arange(n) % 2
@@ -139,46 +142,53 @@ def test_resume_is_identical_with_adam_the_center_term_and_the_pk_sampler(tmp_pa
         assert torch.equal(a, b), k
 
 
-def _fit_kept(tmp_path, keep, epochs=3, on_update=None):
+def _fit_kept(folder, keep, epochs=3, on_update=None):
     images, labels = _data()
     torch.manual_seed(0)
     model = SmallCNN(width=4, hidden=8)
     hist = fit(model, Batches(images, labels, 16, augment=True, seed=5), epochs=epochs,
-               optimizer=make_optimizer("adam", model.parameters(), 1e-3), checkpoint=tmp_path / "run.pt",
+               optimizer=make_optimizer("adam", model.parameters(), 1e-3), checkpoint=folder / "run.pt",
                keep_checkpoints=keep, on_update=on_update, progress=False)
     return model, hist
 
 
-def test_one_checkpoint_while_training_and_the_final_state_after(tmp_path):
+@pytest.fixture
+def folder(tmp_path):
+    """The checkpoints' folder, apart from the test's project root (which is in tmp_path too)."""
+    (tmp_path / "checkpoints").mkdir()
+    return tmp_path / "checkpoints"
+
+
+def test_one_checkpoint_while_training_and_the_final_state_after(folder):
     during = []
 
     def look(update, _model):  # 6 updates per epoch: look once in epochs 2 and 3
         if update in (7, 13):
-            during.append((sorted(p.name for p in tmp_path.iterdir()),
-                           "optimizer" in torch.load(tmp_path / "run.pt", weights_only=True)))
+            during.append((sorted(p.name for p in folder.iterdir()),
+                           "optimizer" in torch.load(folder / "run.pt", weights_only=True)))
 
-    trained, _ = _fit_kept(tmp_path, "final", on_update=look)
+    trained, _ = _fit_kept(folder, "final", on_update=look)
     assert during == [(["run.pt", "run.pt.lock"], True)] * 2  # the latest epoch only, with what resuming needs
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt"]
-    blob = torch.load(tmp_path / "run.pt", weights_only=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["run.pt"]
+    blob = torch.load(folder / "run.pt", weights_only=True)
     assert blob["final"] and "optimizer" not in blob and "rng" not in blob and len(blob["history"]["epochs"]) == 3
     # a re-run (a re-rendered notebook) loads the final state: nothing trained, the very same weights
-    again, hist = _fit_kept(tmp_path, "final", on_update=lambda *a: pytest.fail("trained again"))
+    again, hist = _fit_kept(folder, "final", on_update=lambda *a: pytest.fail("trained again"))
     assert hist.resumed_from_epoch == 3 and len(hist.epochs) == 3
     for (k, a), b in zip(trained.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 
 
-def test_keep_checkpoints_none_and_all(tmp_path):
-    _fit_kept(tmp_path, "none", epochs=1)
-    assert list(tmp_path.iterdir()) == []  # a re-run retrains
-    _, hist = _fit_kept(tmp_path, "all", epochs=2)
+def test_keep_checkpoints_none_and_all(folder):
+    _fit_kept(folder, "none", epochs=1)
+    assert list(folder.iterdir()) == []  # a re-run retrains
+    _, hist = _fit_kept(folder, "all", epochs=2)
     assert hist.resumed_from_epoch == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.epoch1.pt", "run.epoch2.pt", "run.pt"]
-    epochs = [torch.load(tmp_path / f"run.epoch{e}.pt", weights_only=True) for e in (1, 2)]
+    assert sorted(p.name for p in folder.iterdir()) == ["run.epoch1.pt", "run.epoch2.pt", "run.pt"]
+    epochs = [torch.load(folder / f"run.epoch{e}.pt", weights_only=True) for e in (1, 2)]
     assert [b["epoch"] for b in epochs] == [1, 2] and all("optimizer" in b for b in epochs)  # each resumable
-    assert torch.load(tmp_path / "run.pt", weights_only=True)["final"]
-    _, hist = _fit_kept(tmp_path, "none", epochs=2)  # loaded, then removed as asked
-    assert hist.resumed_from_epoch == 2 and not (tmp_path / "run.pt").exists()
+    assert torch.load(folder / "run.pt", weights_only=True)["final"]
+    _, hist = _fit_kept(folder, "none", epochs=2)  # loaded, then removed as asked
+    assert hist.resumed_from_epoch == 2 and not (folder / "run.pt").exists()
     with pytest.raises(ValueError, match="keep_checkpoints='some' is not allowed; allowed: 'final', 'none', 'all'"):
-        _fit_kept(tmp_path, "some")
+        _fit_kept(folder, "some")

@@ -5,6 +5,9 @@ import torch
 
 from labkit import walltime as wt
 
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
+
 
 @pytest.fixture(scope="module")
 def passes():
