@@ -171,3 +171,20 @@ def test_plain_papermill_with_an_unknown_parameter_stops_in_the_first_cell(isola
     failed = next(i for i, c in enumerate(code) if any(o.get("output_type") == "error" for o in c["outputs"]))
     assert failed == 2  # parameters, papermill's injected cell, then the first cell of the notebook's own
     assert not (isolated_root / "data" / "synthetic").exists()  # nothing was loaded
+
+
+@pytest.mark.parametrize("key", QUESTIONS)
+def test_every_notebook_runs_with_every_run_list_empty(isolated_root, key):
+    """An empty run list skips its part: each part and the conclusion say so, nothing trains, nothing fails
+    (the Q2 notebook once named a count `skipped`, hiding the helper, and failed exactly here)."""
+    lists = [name for name in QUESTIONS[key].PARAM_SPECS if name == "runs" or name.startswith("runs_")]
+    out = isolated_root / "out.ipynb"
+    papermill.execute_notebook(str(registry.notebooks_dir() / registry.NOTEBOOKS[key]), str(out),
+                               parameters={"profile": "smoke", **{name: [] for name in lists}},
+                               cwd=str(registry.notebooks_dir()), kernel_name="python3", progress_bar=False)
+    text = json.dumps([o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])])
+    for name in lists:
+        assert f"skipped (no runs in `{name}`)" in text, name
+    assert "Conclusion: skipped" in text or key == "q3"
+    assert not (isolated_root / "data" / "cache" / "checkpoints").exists() or \
+        not list((isolated_root / "data" / "cache" / "checkpoints").iterdir())
