@@ -128,13 +128,3 @@ def mcnemar(y_true, pred_a, pred_b) -> float:
         return 1.0
     return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
 
-
-def verdict(p: float, alpha: float = SIGNIFICANCE) -> str:
-    """"within noise" or "real difference" for a test's p-value."""
-    return "within noise" if p >= alpha else "real difference"
-
-
-def within_noise(y_true, pred_a, pred_b, alpha: float = SIGNIFICANCE) -> bool:
-    """True when the two runs' accuracies differ by no more than chance would explain (McNemar, ``alpha``)."""
-    return mcnemar(y_true, pred_a, pred_b) >= alpha
-
