@@ -78,6 +78,21 @@ def failure_message(err: Exception, run: Run) -> str:
     return message
 
 
+def plottable(part: dict[str, list[Outcome]]) -> dict[str, list[Outcome]]:
+    """The runs of a part whose first seed has something to plot (it did not fail). Failed runs stay in the
+    summary tables with their status and error; the figures leave them out and :func:`failure_note` says so."""
+    return {name: runs for name, runs in part.items() if runs[0].error is None}
+
+
+def failure_note(part: dict[str, list[Outcome]]) -> str:
+    """One Markdown line naming the part's failed runs and their errors ("" when none failed)."""
+    failed = {name: next(o.error for o in runs if o.error) for name, runs in part.items() if any(o.error for o in runs)}
+    if not failed:
+        return ""
+    return "**Failed** (the other runs went on; not in the figures): " + "; ".join(
+        f"`{name}`: {error}" for name, error in failed.items()) + "."
+
+
 def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float | None = None) -> pd.DataFrame:
     """One row per run name: accuracy (mean over seeds), its spread, a 95 % Wilson interval for the
     test-set noise, status from that interval against chance (the test set's majority-class share unless

@@ -269,7 +269,11 @@ def findings(summary, outcomes: dict) -> str:
         verdicts = noise_verdicts(outcomes, ["finetune", "svm"])
         lines.append(f"Fine-tuning vs the SVM, McNemar's exact test on the same {len(outcomes['svm'][0].y_true)} "
                      f"test images: {verdict_text(verdicts)}.")
-    if "zero_shot" in outcomes:
+    flagged = [k for k in summary.index if summary.loc[k, "status"] != "ok"]
+    if flagged:
+        lines.append("Flagged runs: " + ", ".join(f"{labels[k]} ({summary.loc[k, 'status'].replace('_', ' ')})"
+                                                  for k in flagged) + ".")
+    if "zero_shot" in outcomes and "other_rate" in outcomes["zero_shot"][0].extra:
         zs = outcomes["zero_shot"][0]
         lines.append(f"The original rule predicts `other` for {percent(zs.extra['other_rate'])} of the test images "
                      f"({zs.artifacts['source_name']}).")

@@ -3,6 +3,7 @@ YAML or an undeclared name is caught here, in milliseconds, not after a report h
 import ast
 import inspect
 import json
+import os
 import re
 
 import papermill
@@ -188,3 +189,61 @@ def test_every_notebook_runs_with_every_run_list_empty(isolated_root, key):
     assert "Conclusion: skipped" in text or key == "q3"
     assert not (isolated_root / "data" / "cache" / "checkpoints").exists() or \
         not list((isolated_root / "data" / "cache" / "checkpoints").iterdir())
+
+
+FAIL_RUNS = """import os, importlib
+_failing = set(os.environ["LABKIT_TEST_FAIL_RUNS"].split(","))
+_module = importlib.import_module(os.environ["LABKIT_TEST_FAIL_MODULE"])
+_original = _module.train_and_test
+
+def train_and_test(run, *args, **kwargs):
+    if run.name in _failing:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated by the test)")
+    return _original(run, *args, **kwargs)
+
+_module.train_and_test = train_and_test
+"""
+# Runs that fail in each notebook: in every part, one failing beside one that trains (Q1's b-I has both);
+# the smallest run lists that cover every figure cell.
+FAILING = {
+    "q1": ({"runs": [{"name": "svm"}, {"name": "zero_shot"}, {"name": "zero_shot_restricted"}, {"name": "finetune"}]},
+           ["svm", "zero_shot", "finetune"]),
+    "q2": ({"runs": [{"name": "ce", "loss": "ce"}, {"name": "ce_center", "loss": "ce_center"}]}, ["ce"]),
+    "q3": ({"runs_optimizers": [{"name": "sgd", "optimizer": "sgd", "lr": 0.001}, {"name": "adam", "optimizer": "adam"}],
+            "runs_batch_sizes": [{"name": "adam_bs16", "optimizer": "adam", "batch_size": 16},
+                                 {"name": "adam_bs32", "optimizer": "adam", "batch_size": 32}],
+            "runs_order": [{"name": "shuffled", "optimizer": "adam", "order": "shuffle"},
+                           {"name": "sorted", "optimizer": "adam", "order": "class_sorted"}],
+            "runs_betas": [{"name": "adam_b1_0.0_b2_0.0", "betas": [0.0, 0.0]},
+                           {"name": "adam_b1_0.9_b2_0.999", "betas": [0.9, 0.999]}]},
+           ["sgd", "adam_bs16", "sorted", "adam_b1_0.0_b2_0.0"]),
+}
+
+
+@pytest.mark.parametrize("key", QUESTIONS)
+def test_a_failed_run_is_reported_and_the_notebook_goes_on(isolated_root, key, monkeypatch):
+    """A run that raises (here a simulated out-of-memory, injected into the kernel through sitecustomize) is
+    `failed` in metrics.json with its error and the advice; the other runs train, every cell runs, and the
+    figures name the failed runs instead of plotting them."""
+    hook = isolated_root / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAIL_RUNS)
+    runs, failing = FAILING[key]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv("LABKIT_TEST_FAIL_RUNS", ",".join(failing))
+    monkeypatch.setenv("LABKIT_TEST_FAIL_MODULE", QUESTIONS[key].__name__)
+    out_dir = isolated_root / "out"
+    out_dir.mkdir()
+    papermill.execute_notebook(str(registry.notebooks_dir() / registry.NOTEBOOKS[key]), str(out_dir / "nb.ipynb"),
+                               parameters={"profile": "smoke", "output_dir": str(out_dir), **runs},
+                               cwd=str(registry.notebooks_dir()), kernel_name="python3", progress_bar=False)
+    recorded = json.loads((out_dir / "metrics.json").read_text())["runs"]
+    for name in failing:
+        assert recorded[name]["status"] == "failed", name
+        assert "out of memory" in recorded[name]["error"] and "try a smaller batch_size" in recorded[name]["error"]
+    trained = [name for part in runs.values() for name in (r["name"] for r in part) if name not in failing]
+    assert trained and all(recorded[name]["status"] != "failed" for name in trained)
+    shown = json.dumps([o for c in json.loads((out_dir / "nb.ipynb").read_text())["cells"] for o in c.get("outputs", [])])
+    assert shown.count("**Failed** (the other runs went on; not in the figures)") >= len(failing) - (key == "q1")
+    flagged = {"q1": "features + SVM (failed)", "q2": "`ce` (failed)", "q3": "**failed**"}[key]
+    assert flagged in shown  # the conclusion names it too
