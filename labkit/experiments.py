@@ -29,7 +29,7 @@ class Outcome:
     y_pred: np.ndarray
     extra: dict = field(default_factory=dict)  # other fractions for metrics.json (macro_f1, ...)
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
-    cost: dict = field(default_factory=dict)  # train_seconds, train_images_per_second, epochs, updates
+    cost: dict = field(default_factory=dict)  # results.COST_KEYS: train_seconds, ..., torch_threads
     error: str | None = None
 
     @property

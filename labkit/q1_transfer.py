@@ -225,7 +225,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
                               "auc_macro": roc["macro"]["auc"], "auc_micro": roc["micro"]["auc"]},
                        artifacts={"roc": roc, "dim": test[layer].shape[1]},
                        cost={"train_seconds": seconds, "train_images_per_second": len(data.train) / seconds,
-                             "epochs": None, "updates": None})
+                             "epochs": None, "updates": None, "torch_threads": None})
     pred = zero_shot(test["fc"], mapping, restricted=method == "zero_shot_restricted")
     extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
     return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,

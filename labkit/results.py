@@ -47,7 +47,7 @@ def run_status(accuracy: float | None, n: int, chance: float | None, diverged: b
 
 
 # What a run cost: any non-negative number, unlike the metrics (fractions).
-COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates")
+COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates", "torch_threads")
 
 
 class Results:

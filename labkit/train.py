@@ -51,10 +51,12 @@ class History:
         return cls(**d)
 
     def cost(self) -> dict:
-        """What the run cost: ``train_seconds``, ``train_images_per_second``, ``epochs``, ``updates``."""
+        """What the run cost: ``train_seconds``, ``train_images_per_second``, ``epochs``, ``updates``, and the
+        ``torch_threads`` it trained with (its fair share on a shared CPU; None on CUDA): CPU results depend on it."""
         return {"train_seconds": self.seconds,
                 "train_images_per_second": self.images / self.seconds if self.seconds > 0 else None,
-                "epochs": len(self.epochs), "updates": self.updates[-1]["update"] if self.updates else 0}
+                "epochs": len(self.epochs), "updates": self.updates[-1]["update"] if self.updates else 0,
+                "torch_threads": self.threads}
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from labkit import metrics
-from labkit.experiments import Outcome, Runner, noise_verdicts, pretty, record, summarize
+from labkit.experiments import Outcome, Runner, failure_note, noise_verdicts, plottable, pretty, record, summarize
 from labkit.results import Results
 from labkit.runs import Run
 from labkit.train import History
@@ -34,6 +34,7 @@ def test_summarize_over_seeds():
     assert list(table.index) == ["adam", "sgd"]
     assert list(table.columns) == ["accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original",
                                    "error", "train_seconds", "train_images_per_second", "epochs", "updates",
+                                   "torch_threads",
                                    "macro_f1"]
     adam = table.loc["adam"]
     assert adam["accuracy"] == pytest.approx(0.7) and adam["seeds"] == 2
@@ -65,7 +66,8 @@ def test_record_writes_every_summarised_run(tmp_path):
     record(results, table)
     runs = json.loads((tmp_path / "metrics.json").read_text())["runs"]
     low, high = metrics.wilson_interval(8, 10)
-    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None}
+    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None,
+               "torch_threads": None}
     # 8 of 10 against chance 0.5: the interval (0.49-0.94) holds chance, so the run is at chance
     assert runs["adam"] == {"accuracy": 0.8, "status": "at_chance", "accuracy_ci_low": low, "accuracy_ci_high": high,
                             **no_cost, "macro_f1": 0.75}
@@ -160,3 +162,12 @@ def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(err
     table = summarize(out, "q3", 0.5)
     assert table.loc["big", "status"] == "failed" and table.loc["small", "status"] != "failed"
     assert "out of memory" in capsys.readouterr().err  # the traceback, for whoever reads the log
+
+
+def test_figures_leave_failed_runs_out_and_name_them():
+    failed = Outcome("sgd", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: out of memory")
+    part = {"adam": [outcome("adam", 8)], "sgd": [failed], "broken": [outcome("broken", 0, diverged=True)]}
+    assert list(plottable(part)) == ["adam", "broken"]  # a diverged run still has curves to show
+    assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
+                                  "`sgd`: RuntimeError: out of memory.")
+    assert failure_note({"adam": [outcome("adam", 8)]}) == ""

@@ -125,6 +125,7 @@ def test_the_thread_count_is_recorded_and_a_resumed_run_keeps_it(isolated_root, 
     seen.clear()
     _, history = train(tmp_path / "run.pt", on_update=lambda update, model: seen.append(torch.get_num_threads()))
     assert history.resumed_from_epoch == 1 and history.threads == 2 and set(seen) == {2}
+    assert history.cost()["torch_threads"] == 2  # what metrics.json records for the run
     assert torch.get_num_threads() == 4
 
 
