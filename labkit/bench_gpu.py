@@ -175,7 +175,7 @@ def compare_training(case: Case, folders: tuple[Path, Path], device: torch.devic
 def compare_feature_pass(images: torch.Tensor, device: torch.device, repeats: int, arch: str = "resnet50",
                          image_size: int = 224, batch_size: int = 128) -> dict:
     """Q1's feature pass (``q1_transfer.extract``: stored-size uint8 images upsampled on the device, pooled
-    features and logits in one bf16 pass, written to its cache) against a minimal hand-written inference
+    features and logits in one fp32 pass, written to its cache) against a minimal hand-written fp32 inference
     loop over the same tensors. Its cache is emptied before every repeat, so the pass itself is timed."""
     from labkit import q1_transfer as q1
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def compare_feature_pass(images: torch.Tensor, device: torch.device, repeats: in
         hook = model.avgpool.register_forward_hook(lambda m, i, o: pooled.append(o.flatten(1).float().cpu()))
         model.to(device, memory_format=torch.channels_last).eval()
         try:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.no_grad():  # fp32, as q1.extract: the zero-shot rule hinges on near-ties among logits
                 for x in images.split(batch_size):
                     x = F.interpolate(x.to(device).float() / 255, size=(image_size, image_size), mode="bilinear",
                                       antialias=True, align_corners=False)
@@ -242,7 +242,7 @@ def run(device: torch.device, n_images: int = 2560, repeats: int = 5, workers: i
     size = 16 if tiny_sizes else 224
     stl = load_dogs_vs_cats(folders[0], image_size=12 if tiny_sizes else 96).images  # STL-10's stored 96 px
     r = results["feature_pass"] = compare_feature_pass(stl, device, repeats, image_size=size)
-    print(f"Q1 feature pass (ResNet-50, {stl.shape[-1]} -> {size} px, batch 128, bf16 autocast), {r['images']} images: "
+    print(f"Q1 feature pass (ResNet-50, {stl.shape[-1]} -> {size} px, batch 128, fp32), {r['images']} images: "
           f"labkit q1_transfer.extract {r['labkit_img_per_s']:,.0f} img/s, hand-written inference loop "
           f"{r['plain_img_per_s']:,.0f} img/s -> {r['ratio']:.2f}x", flush=True)
     passes = walltime.full_profile_passes()

@@ -47,6 +47,7 @@ class Setting:
     augment: bool = False
     freeze_until: str = "none"
     optimizer: str = "adam"
+    fp32: bool = False  # an inference pass kept in full precision (Q1's feature pass; training uses bf16 on CUDA)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def q1_passes(P: dict) -> list[Pass]:
     n_train, n_test, stored = STL10["train"], STL10["test"], STL10["stored_size"]
     passes = []
     if set(runs) - {"finetune"}:  # the SVM and both zero-shot rules share one cached feature pass
-        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False)
+        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False, fp32=True)
         passes.append(Pass("q1", "feature pass (train + test)", features, n_train + n_test))
     for run in _distinct(runs.get("finetune", [])):
         val = _held(n_train, run["val_fraction"])
@@ -175,7 +176,7 @@ def measure_rate(s: Setting, device: torch.device, steps: int = 20, min_images: 
         model.to(memory_format=torch.channels_last)
 
         def run():
-            predict(model, batches, device)
+            predict(model, batches, device, mixed_precision=not s.fp32)
     run()
     return n / statistics.median(_synced(run, device) for _ in range(repeats))
 

@@ -19,6 +19,8 @@ def images(passes, notebook, what):
 
 
 def test_q1_feature_pass_and_finetuning(passes):
+    # the feature pass runs in fp32 as q1.extract does; training and the tests of trained runs in bf16 on CUDA
+    assert [p.what for p in passes if p.setting.fp32] == ["feature pass (train + test)"]
     assert images(passes, "q1", "feature pass") == 5_000 + 8_000
     assert images(passes, "q1", "training") == 5_000 * 5  # val_fraction 0 (the original's data), 5 epochs
     assert images(passes, "q1", "finetune seed 0: test") == 8_000
