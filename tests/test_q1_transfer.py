@@ -63,3 +63,25 @@ def test_same_seed_same_numbers_with_caches_cleared(same_twice):
     same_twice(q1, "q1", lambda P: q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"],
                                                 P["synthetic_test_per_class"], P["seed"]),
                lambda plan: [plan["svm"][0], plan["finetune"][0]])
+
+
+def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
+    """The zero-shot argmax over 1,000 logits hinges on near-ties that bf16 could flip: the pass asks predict
+    for fp32 on every device."""
+    asked = []
+    real = q1.predict
+    monkeypatch.setattr(q1, "predict", lambda *a, **kw: asked.append(kw.get("mixed_precision")) or real(*a, **kw))
+    data = q1.load_data("synthetic", None, 2, 1)
+    model, _, _ = q1.source_model("resnet18", "standin-smoke")
+    q1.extract(model, data.test.images, image_size=32, device=torch.device("cpu"), weights="standin-smoke",
+               arch="resnet18")
+    assert asked == [False]
+
+
+def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):
+    P = q1.parameters({**default_parameters("q1", "smoke"), "val_fraction": 0.0, "arch": "resnet18"})
+    data = q1.load_data("synthetic", None, P["synthetic_train_per_class"], P["synthetic_test_per_class"])
+    (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]
+    out = q1.train_and_test(run, data, torch.device("cpu"))
+    assert out.history.images == len(data.train) * run["epochs"]  # every training image, every epoch
+    assert all(e.get("val_loss") is None for e in out.history.epochs)  # no validation curve

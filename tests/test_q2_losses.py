@@ -110,3 +110,13 @@ def test_the_triplet_and_center_terms_change_training_from_the_first_update(isol
     assert first["triplet"] != first["ce_pk"]  # the same P x K batch, with and without the triplet term
     assert not np.array_equal(out["triplet"].artifacts["embeddings"], out["ce_pk"].artifacts["embeddings"])
     assert not np.array_equal(out["center"].artifacts["embeddings"], out["ce"].artifacts["embeddings"])
+
+
+def test_val_fraction_0_keeps_the_whole_training_split(isolated_root):
+    P = q2.parameters(default_parameters("q2", "smoke"))
+    args = (P["data_source"], P["data_dir"], P["num_classes"], P["class_order"], P["image_size"],
+            P["synthetic_train_per_class"], P["synthetic_val_per_class"])
+    held = q2.load_data(*args, 0.25, P["seed"])
+    whole = q2.load_data(*args, 0.0, P["seed"])
+    assert len(whole.val) == 0 and len(whole.train) == len(held.train) + len(held.val)
+    assert len(whole.train) == P["num_classes"] * P["synthetic_train_per_class"]

@@ -66,3 +66,15 @@ def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
     assert out.history.epochs and all("val_accuracy" not in e for e in out.history.epochs)
     assert out.cost["epochs"] == len(out.history.epochs) and out.cost["train_images_per_second"] > 0
     assert out.history.images == len(splits.train) * len(out.history.epochs)  # every training image, each epoch
+
+
+def test_the_original_spread_is_judged_against_two_runs_noise():
+    """The original's 0.96-point batch-size spread on 7,500 test images is inside the 1.2 points two
+    independent runs may differ by (1.96 · √2 · SE), so its ranking is within noise."""
+    assert q3.two_run_yardstick(0.5, 10_000) == pytest.approx(1.96 * np.sqrt(2) * 0.005)
+    y = np.arange(200) % 2
+    runs = {name: [q3.Outcome(name, {}, 0, None, y, np.where(np.arange(200) < k, y, 1 - y))]
+            for name, k in (("adam_bs16", 170), ("adam_bs32", 168), ("adam_bs64", 166))}
+    text = q3.batch_size_verdict(runs)
+    assert "every pairwise difference is **within noise**" in text
+    assert "span 0.96 percentage points, less than the 1.2 points" in text and "is within noise too" in text

@@ -52,3 +52,11 @@ def test_run_names_are_the_notebooks_run_names():
     assert set(REFERENCE["q3"]) <= q3_names
     for nb, notes in NOTES.items():
         assert set(notes) <= set(REFERENCE[nb]), nb
+
+
+def test_the_class_accuracy_note_computes_why_the_column_is_not_recall():
+    from labkit.reference import class_accuracy_note
+    note = class_accuracy_note()
+    assert "with 800 test images per class a recall is a multiple of 0.125 %" in note
+    assert "10 of its 10 values are not" in note
+    assert "their mean, 91.60 %, differs from its overall 91.55 %" in note
