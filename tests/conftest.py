@@ -62,7 +62,9 @@ def isolated_root(tmp_path, monkeypatch, shared_standin) -> Path:
 @pytest.fixture
 def same_twice(tmp_path, monkeypatch, shared_standin):
     """Same-machine determinism at smoke size: a question's runs trained twice, each time from empty caches
-    (data, checkpoints), give the same predictions and the same training curves."""
+    (data, features, checkpoints), give the same predictions, the same training curves and the same rows for
+    metrics.json apart from the timing fields. The stand-in weights are shared (their own determinism is
+    tested in test_standin.py)."""
     import numpy as np
     import torch
 
@@ -77,6 +79,11 @@ def same_twice(tmp_path, monkeypatch, shared_standin):
             outcomes.append({run.name: module.train_and_test(run, data, torch.device("cpu"))
                              for run in pick(module.plan(P))})
         first, second = outcomes
+        from labkit.experiments import summarize
+        timing = ["train_seconds", "train_images_per_second"]
+        tables = [summarize({name: [o] for name, o in attempt.items()}, key).drop(columns=timing)
+                  for attempt in outcomes]
+        assert tables[0].equals(tables[1]), (tables[0], tables[1])
         for name, a in first.items():
             b = second[name]
             assert np.array_equal(a.y_pred, b.y_pred), name

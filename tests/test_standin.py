@@ -109,3 +109,14 @@ def test_the_smoke_stand_in_is_its_own_and_learns_its_task(isolated_root):
     assert any("standin-smoke" in p.name for p in (isolated_root / "data" / "cache" / "standin").iterdir())
     with pytest.raises(ValueError, match="allowed: standin, standin-smoke"):
         standin.standin_weights("resnet18", "standin-huge")
+
+
+def test_pre_training_twice_gives_the_same_weights(tiny):
+    folder, trained = tiny
+    first = standin.standin_weights("resnet18")
+    for path in folder.iterdir():
+        path.unlink()
+    second = standin.standin_weights("resnet18")
+    assert trained == ["resnet18", "resnet18"]  # trained twice from scratch
+    assert all(torch.equal(second["state_dict"][k], v) for k, v in first["state_dict"].items())
+    assert json.loads(first["report"])["heldout_top1"] == json.loads(second["report"])["heldout_top1"]
