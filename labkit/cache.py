@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit.notebooks import NOTEBOOKS
+from labkit import notebooks as registry
 from labkit.params import ParameterError
 from labkit.paths import data_root
 from labkit.sharing import is_locked
@@ -176,8 +176,8 @@ def prune(older_than: float | None = None, notebook: str | None = None, dry_run:
     """Remove the checkpoints of runs last used more than ``older_than`` seconds ago, of ``notebook`` ("q1",
     "q2", "q3") only when given (all of its runs when ``older_than`` is None). Runs being trained now (their
     lock held) are kept. Returns the bytes freed (that would be freed, with ``dry_run``)."""
-    if notebook is not None and notebook not in NOTEBOOKS:
-        raise ParameterError(f"--notebook={notebook!r} is not allowed; allowed: {', '.join(NOTEBOOKS)}")
+    if notebook is not None and notebook not in registry.NOTEBOOKS:  # read at call time, as everywhere
+        raise ParameterError(f"--notebook={notebook!r} is not allowed; allowed: {', '.join(registry.NOTEBOOKS)}")
     if notebook is None and older_than is None:
         raise ParameterError("say which checkpoints to prune: --older-than (e.g. 7d) and/or --notebook (q1, q2, q3)")
     now = time.time() if now is None else now

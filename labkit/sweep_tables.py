@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from labkit.paths import atomic_write_bytes, atomic_write_text
+from labkit.text import percent
 
 
 def as_text(v):
@@ -62,7 +63,7 @@ def plot_comparison(comparison: pd.DataFrame, keys: list[str], path: Path) -> No
 
 
 def _pct(v) -> str:
-    return "" if v is None or pd.isna(v) else f"{100 * v:.2f}"
+    return percent(v, 2, sign=False)
 
 
 def write_page(root: Path, notebook: str, profile: str, comparison: pd.DataFrame, table: pd.DataFrame,
