@@ -154,3 +154,10 @@ def test_the_cli_passes_repeats(monkeypatch):
     monkeypatch.setattr(bench, "main", lambda repeats: got.append(repeats))
     assert cli.main(["bench", "--repeats", "3"]) == 0 and got == [3]
     assert cli.main(["bench"]) == 0 and got == [3, 7]
+
+
+def test_standin_line_reads_the_stand_ins_own_report(isolated_root):
+    """The real call at smoke size: what the stand-in recorded about its pre-training, every key the line prints."""
+    (arch, r), = bench.bench_standin(("resnet18",), "standin-smoke").items()
+    assert arch == "resnet18" and r["source_task"] == "40-class synthetic source task"
+    assert r["train_images"] > 0 and r["train_seconds"] >= 0 and 0 <= r["heldout_top1"] <= 1
