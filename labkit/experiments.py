@@ -29,7 +29,7 @@ class Outcome:
     y_pred: np.ndarray
     extra: dict = field(default_factory=dict)  # other fractions for metrics.json (macro_f1, ...)
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
-    cost: dict = field(default_factory=dict)  # results.COST_KEYS: train_seconds, ..., torch_threads
+    cost: dict = field(default_factory=dict)  # results.COST_KEYS, and the torch_threads a run trained with
     error: str | None = None
 
     @property
@@ -114,13 +114,16 @@ def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float |
         for key in COST_KEYS:
             vals = [o.cost[key] for o in runs if o.cost.get(key) is not None]
             rows[name][key] = float(np.mean(vals)) if vals else None
+        threads = [o.cost["torch_threads"] for o in runs if o.cost.get("torch_threads") is not None]
+        rows[name]["torch_threads"] = max(threads) if threads else None  # recorded beside the run, not in it
         for key in next((o.extra for o in runs if o.extra), {}):
             vals = [o.extra.get(key) for o in runs if o.extra.get(key) is not None]
             rows[name][key] = float(np.mean(vals)) if vals else None
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original", "error")
+SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original", "error",
+                   "torch_threads")
 
 
 def record(results: Results, table: pd.DataFrame) -> None:
@@ -132,8 +135,10 @@ def record(results: Results, table: pd.DataFrame) -> None:
         extra = {k: value(v) for k, v in row.items() if k not in SUMMARY_COLUMNS}
         if isinstance(row.get("error"), str):
             extra["error"] = row["error"]
+        threads = row.get("torch_threads")
         results.add_run(name, value(row["accuracy"]), status=row["status"], accuracy_ci_low=value(row["ci_low"]),
-                        accuracy_ci_high=value(row["ci_high"]), **extra)
+                        accuracy_ci_high=value(row["ci_high"]),
+                        torch_threads=int(threads) if is_number(threads) else None, **extra)
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:

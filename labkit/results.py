@@ -47,14 +47,17 @@ def run_status(accuracy: float | None, n: int, chance: float | None, diverged: b
 
 
 # What a run cost: any non-negative number, unlike the metrics (fractions).
-COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates", "torch_threads")
+COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates")
 
 
 class Results:
     """Collects one notebook's runs and writes ``output_dir/metrics.json`` atomically after each change.
 
     ``metrics.json``: ``{"notebook", "profile", "weights", "device", "params", "started",
-    "finished", "runs": {name: {"accuracy", "status", <metric>: fraction, ...}}}``.
+    "finished", "runs": {name: {"accuracy", "status", <metric>: fraction, ...}}}``, and beside them the
+    device's name, torch's thread count when the notebook started (``torch_threads``) and the count each
+    CPU-trained run used (``torch_threads_per_run``: its fair share on a shared machine). A run's own entry
+    keeps only the contract's keys (metrics there are fractions).
     """
 
     def __init__(self, notebook: str, profile: str, weights: str, device: str, params: dict, output_dir):
@@ -66,13 +69,15 @@ class Results:
         # the thread count is part of a CPU result: other counts sum in another order and round differently
         self.data = {"notebook": notebook, "profile": profile, "weights": weights, "device": str(device),
                      "device_name": device_name(torch.device(device)), "torch_threads": torch.get_num_threads(),
-                     "params": _clean(params), "started": _now(), "finished": None, "runs": {}}
+                     "torch_threads_per_run": {}, "params": _clean(params), "started": _now(), "finished": None,
+                     "runs": {}}
 
     @property
     def runs(self) -> dict:
         return self.data["runs"]
 
-    def add_run(self, name: str, accuracy: float | None, *, status: str, **metrics) -> dict:
+    def add_run(self, name: str, accuracy: float | None, *, status: str, torch_threads: int | None = None,
+                **metrics) -> dict:
         """Record a run. Extra metrics must be snake_case fractions (0..1) or None, e.g. ``macro_f1``,
         ``precision_at_1``, ``accuracy_ci_low``; the cost keys (:data:`COST_KEYS`) any number >= 0; an
         ``error`` a message."""
@@ -91,6 +96,8 @@ class Results:
                     isinstance(value, (int, float)) and (not math.isfinite(value) or 0.0 <= value <= 1.0)):
                 raise ValueError(f"run {name!r}: metric {key}={value!r} must be a fraction in 0..1 or None")
         self.runs[name] = _clean({"accuracy": accuracy, "status": status, **metrics})
+        if torch_threads is not None:
+            self.data["torch_threads_per_run"][name] = int(torch_threads)
         self.write(finished=False)
         return self.runs[name]
 

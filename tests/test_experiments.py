@@ -60,14 +60,18 @@ def test_summarize_status_and_missing_numbers():
 
 
 def test_record_writes_every_summarised_run(tmp_path):
-    table = summarize({"adam": [outcome("adam", 8, macro_f1=0.75)], "sgd": [outcome("sgd", 3, macro_f1=None)],
+    adam = outcome("adam", 8, macro_f1=0.75)
+    adam.cost = {"torch_threads": 2}  # trained with 2 threads (its share of a shared CPU)
+    table = summarize({"adam": [adam], "sgd": [outcome("sgd", 3, macro_f1=None)],
                        "broken": [outcome("broken", 0, diverged=True, macro_f1=None)]}, "q3", chance=0.5)
     results = Results("q3", "smoke", "none", "cpu", {}, tmp_path)
     record(results, table)
-    runs = json.loads((tmp_path / "metrics.json").read_text())["runs"]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    runs = written["runs"]
+    # the thread count goes beside the run: a run's own entry keeps the contract's keys (metrics are fractions)
+    assert written["torch_threads_per_run"] == {"adam": 2}
     low, high = metrics.wilson_interval(8, 10)
-    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None,
-               "torch_threads": None}
+    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None}
     # 8 of 10 against chance 0.5: the interval (0.49-0.94) holds chance, so the run is at chance
     assert runs["adam"] == {"accuracy": 0.8, "status": "at_chance", "accuracy_ci_low": low, "accuracy_ci_high": high,
                             **no_cost, "macro_f1": 0.75}

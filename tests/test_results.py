@@ -9,13 +9,14 @@ def test_metrics_json_contract(tmp_path):
     r = Results("q3", "smoke", "none", "cpu", {"lr": 1e-3, "betas": (0.9, 0.999)}, tmp_path / "out")
     r.add_run("adam", 0.8, status=run_status(0.8, 1200, 0.5), macro_f1=0.79, accuracy_ci_low=0.7,
               accuracy_ci_high=0.88, train_seconds=12.5, train_images_per_second=800.0, epochs=5, updates=60)
-    r.add_run("sgd_bs1", 0.43, status=run_status(0.43, 1200, 0.5))
+    r.add_run("sgd_bs1", 0.43, status=run_status(0.43, 1200, 0.5), torch_threads=1)
     r.add_run("broken", None, status=run_status(None, 1200, 0.5, diverged=True))
     r.add_run("oom", None, status=run_status(None, 0, 0.5, failed=True), error="OutOfMemoryError: ...")
     path = r.write()
     data = json.loads(path.read_text())
-    assert set(data) == {"notebook", "profile", "weights", "device", "device_name", "torch_threads", "params",
-                         "started", "finished", "runs"}
+    assert set(data) == {"notebook", "profile", "weights", "device", "device_name", "torch_threads",
+                         "torch_threads_per_run", "params", "started", "finished", "runs"}
+    assert data["torch_threads_per_run"] == {"sgd_bs1": 1} and "torch_threads" not in data["runs"]["sgd_bs1"]
     assert data["finished"] is not None and data["params"]["betas"] == [0.9, 0.999]
     assert data["runs"]["adam"]["status"] == "ok" and data["runs"]["adam"]["train_seconds"] == 12.5
     assert data["runs"]["sgd_bs1"]["status"] == "below_chance"
