@@ -58,7 +58,7 @@ check-device:
 # make sweep NB=q3 ARGS="-p lr 1e-3 1e-4 --seeds 2 --jobs 2"   (a local Dask cluster)
 # DASK_SCHEDULER_ADDRESS=tcp://head:8786 make sweep NB=q3 ARGS="-p lr 1e-3 1e-4"   (an existing one)
 sweep: setup
-	$(PY) -m labkit sweep $(NB) --profile $(PROFILE) $(if $(DASK_SCHEDULER_ADDRESS),--scheduler $(DASK_SCHEDULER_ADDRESS)) $(ARGS)
+	$(PY) -m labkit sweep $(NB) --profile $(PROFILE) $(ARGS)
 
 # The big hammer: everything labkit generated. `python -m labkit cache --prune` removes old checkpoints only.
 clean:

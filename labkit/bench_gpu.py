@@ -154,10 +154,11 @@ def plain_epoch(case: Case, folder: Path, device: torch.device, workers: int):
 def compare_training(case: Case, folders: tuple[Path, Path], device: torch.device, repeats: int,
                      workers: int = 8) -> dict:
     """Images per second of one training epoch, labkit against the usual script, interleaved, medians.
-    labkit's one-time decode of the JPEGs is timed separately (a first load; later loads hit the cache)."""
+    labkit's one-time decode of the JPEGs is timed separately (a real decode, never a cache hit: two cases at
+    the same size would otherwise share the decoded set)."""
     kaggle, by_class = folders
     t = time.perf_counter()
-    data = load_dogs_vs_cats(kaggle, image_size=case.image_size)
+    data = load_dogs_vs_cats(kaggle, image_size=case.image_size, use_cache=False)
     decode_s = time.perf_counter() - t
     ours = labkit_epoch(case, data.images, data.labels, device)
     plain, loader = plain_epoch(case, by_class, device, workers)

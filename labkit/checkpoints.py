@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.params import KEEP_CHECKPOINTS  # noqa: F401 - one definition; fit checks against it from here
 from labkit.paths import DiskSpaceError, atomic_write_bytes, ensure_free_space, touch
 
 

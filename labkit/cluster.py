@@ -14,6 +14,8 @@ import logging
 import os
 from collections.abc import Iterator
 
+from labkit.paths import environ_kept
+
 GPU = {"GPU": 1}
 
 
@@ -49,7 +51,7 @@ def dask_setup(worker) -> None:
 
 def thread_env(threads: int) -> dict[str, str]:
     n = str(max(1, threads))
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "LABKIT_PLAIN_PROGRESS": "1"}
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}  # run_point sets plain progress
 
 
 def local_shape(jobs: int | None, gpus: list[str]) -> tuple[int, dict[str, str]]:
@@ -74,20 +76,6 @@ def start_local(n: int, env: dict[str, str], gpus: list[str]):
             cluster.worker_spec[f"gpu{gpu}"] = {"cls": cluster.new_spec["cls"], "options": options}
         cluster.scale(n)
     return cluster
-
-
-@contextlib.contextmanager
-def environ_kept(keys: set[str]) -> Iterator[None]:
-    """Give these environment variables of this process their values back on exit."""
-    saved = {k: os.environ.get(k) for k in keys}
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def dashboard_line(link: str | None) -> str:

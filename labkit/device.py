@@ -89,7 +89,6 @@ def device_name(device: torch.device) -> str:
         return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
     if device.type == "mps":
         return "Apple GPU (MPS)"
-    import os
     import platform
     model = platform.processor() or platform.machine()
     try:

@@ -2,6 +2,8 @@
 set once, record to metrics.json, and summarise across seeds beside the original report's numbers."""
 from __future__ import annotations
 
+import dataclasses
+
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
@@ -66,9 +68,9 @@ class Runner:
                 traceback.print_exc()
                 self._done[key] = Outcome(run.name, run.settings, run.seed, None, np.array([]), np.array([]),
                                           error=failure_message(err, run))
-        done = self._done[key]
-        return Outcome(run.name, run.settings, run.seed, done.history, done.y_true, done.y_pred, dict(done.extra),
-                       done.artifacts, dict(done.cost), done.error)
+        done = self._done[key]  # recorded under this run's own name; its own copies of what a notebook may edit
+        return dataclasses.replace(done, name=run.name, settings=run.settings, seed=run.seed, extra=dict(done.extra),
+                                   cost=dict(done.cost))
 
 
 def failure_message(err: Exception, run: Run) -> str:

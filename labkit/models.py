@@ -9,11 +9,10 @@ import torch.nn as nn
 import torchvision
 
 from labkit.losses import ModelOutput
+from labkit.params import STANDINS
 
 RESNET_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")
 ARCHS = ("resnet18", "resnet50")
-# labkit's own offline stand-ins for ImageNet pre-training (labkit.standin): the demo's, and a seconds-size one
-STANDINS = ("standin", "standin-smoke")
 # The ImageNet weights the original report would have used with `pretrained=True`.
 IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}
 

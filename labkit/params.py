@@ -12,6 +12,9 @@ PROFILES = ("demo", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
 # What a completed run leaves in data/cache/checkpoints (see labkit.checkpoints).
 KEEP_CHECKPOINTS = ("final", "none", "all")
+# labkit's own offline stand-ins for ImageNet pre-training (labkit.standin): the demo's, and a seconds-size one
+STANDINS = ("standin", "standin-smoke")
+NAMED_WEIGHTS = (*STANDINS, "imagenet", "none")  # any other `weights` value is a state-dict file
 
 
 class ParameterError(ValueError):
@@ -95,7 +98,7 @@ def validate(params: dict, specs: dict[str, Spec], notebook: str) -> dict:
     resolved = {name: spec.check(name, params[name]) for name, spec in all_specs.items() if name in params}
     if "weights" in resolved:
         w = resolved["weights"]
-        if w not in ("standin", "standin-smoke", "imagenet", "none") and not Path(w).expanduser().is_file():
+        if w not in NAMED_WEIGHTS and not Path(w).expanduser().is_file():
             raise ParameterError(f"parameter 'weights' = {w!r} is not allowed; allowed: {weights_spec().allowed()}")
     if "profile" in resolved and not resolved.get("output_dir"):
         resolved["output_dir"] = str(default_output_dir(resolved["profile"], notebook))

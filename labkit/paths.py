@@ -6,10 +6,12 @@ where ``data/`` and ``reports/`` are.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -108,3 +110,17 @@ def touch(path: Path) -> None:
         os.utime(path)
     except OSError:
         pass
+
+
+@contextlib.contextmanager
+def environ_kept(keys: set[str]) -> Iterator[None]:
+    """Give these environment variables of this process their values back on exit."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -21,9 +21,9 @@ from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
 from labkit.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.imagenet import IMAGENET_TO_STL10
-from labkit.models import RESNET_STAGES, STANDINS, classifier, resnet
+from labkit.models import RESNET_STAGES, classifier, resnet
 from labkit.optim import OPTIMIZERS, make_optimizer
-from labkit.params import ParameterError, Spec, from_notebook
+from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
 from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir, touch
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
 from labkit.train import fit, predict
@@ -128,7 +128,7 @@ def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, in
 
 def _weights_id(weights: str) -> str:
     path = Path(weights).expanduser()
-    if weights not in (*STANDINS, "imagenet", "none") and path.is_file():
+    if weights not in NAMED_WEIGHTS and path.is_file():
         st = path.stat()
         return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     return weights + (str(standin.SETTINGS[weights]) if weights in STANDINS else "")

@@ -7,6 +7,7 @@ original report's. ``None`` where the original gave no number.
 from __future__ import annotations
 
 from labkit.data.loaders import STL10_CLASSES
+from labkit.text import percent
 
 REFERENCE: dict[str, dict[str, dict]] = {
     "q1": {
@@ -63,6 +64,6 @@ def class_accuracy_note() -> str:
     mean = sum(values.values()) / len(values)
     return (f"The original's class-wise column is not per-class recall: with {per_class} test images per class a "
             f"recall is a multiple of {100 / per_class:.3f} %, but {len(off)} of its {len(values)} values are not "
-            f"(e.g. {first}: {100 * values[first]:.2f} % × {per_class} = {values[first] * per_class:.2f} images), "
-            f"and their mean, {100 * mean:.2f} %, differs from its overall {100 * overall:.2f} %, which for "
+            f"(e.g. {first}: {percent(values[first], 2)} × {per_class} = {values[first] * per_class:.2f} images), "
+            f"and their mean, {percent(mean, 2)}, differs from its overall {percent(overall, 2)}, which for "
             f"balanced classes equals the mean recall. Its metric is not stated.")

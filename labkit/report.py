@@ -20,7 +20,7 @@ import labkit
 from labkit import notebooks as registry
 from labkit.kernels import private_kernels
 from labkit.params import PROFILES, ParameterError
-from labkit.paths import atomic_write_text, project_root, reports_dir
+from labkit.paths import atomic_write_text, environ_kept, project_root, reports_dir
 from labkit.progress import PLAIN_PREFIX, StatusLine
 from labkit.reference import reference_accuracy
 from labkit.results import FLAGS
@@ -70,12 +70,12 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
         log.addHandler(handler)
     # Papermill's cell log feeds the status line, not the terminal; set for this run only and put back after,
     # so a caller (a test, a sweep) keeps its own logging and environment.
-    saved = log.level, log.propagate, os.environ.get("LABKIT_PLAIN_PROGRESS")
+    saved = log.level, log.propagate
     log.setLevel(logging.INFO)
     log.propagate = False
-    os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
     try:
-        with private_kernels() as manager:
+        with environ_kept({"LABKIT_PLAIN_PROGRESS"}), private_kernels() as manager:
+            os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
             papermill.execute_notebook(str(source), str(executed), parameters=params,
                                        cwd=str(registry.notebooks_dir()),
                                        kernel_name="python3", progress_bar=False, log_output=True,
@@ -88,13 +88,8 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
     finally:
         if handler is not None:
             log.removeHandler(handler)
-        level, propagate, plain = saved
-        log.setLevel(level)
-        log.propagate = propagate
-        if plain is None:
-            os.environ.pop("LABKIT_PLAIN_PROGRESS", None)
-        else:
-            os.environ["LABKIT_PLAIN_PROGRESS"] = plain
+        log.setLevel(saved[0])
+        log.propagate = saved[1]
 
 
 def _without_progress_lines(nb):

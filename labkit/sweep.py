@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import itertools
 import json
-import os
 import re
 import shutil
 import sys
@@ -28,6 +27,7 @@ from labkit import notebooks as registry
 from labkit.cluster import GPU, client_for, local_gpus, needs_gpu
 from labkit.params import PROFILES, ParameterError
 from labkit.paths import atomic_write_bytes, atomic_write_text, code_fingerprint, reports_dir
+from labkit.progress import plain_wanted
 from labkit.sweep_point import run_point
 from labkit.sweep_tables import as_text, compare, plot_comparison, write_page
 
@@ -169,7 +169,7 @@ class Progress:
     bar: object = None
 
     def __post_init__(self):
-        if sys.stderr.isatty() and not os.environ.get("LABKIT_PLAIN_PROGRESS"):
+        if not plain_wanted(sys.stderr):
             from tqdm import tqdm
             self.bar = tqdm(total=self.total, desc="points", unit="pt", dynamic_ncols=True)
             self.refresh()

@@ -24,7 +24,6 @@ def compare(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     how many of that grid point's seed-points failed."""
     if table.empty or "run" not in table:
         return pd.DataFrame()
-    table = table.assign(**{k: table[k].map(as_text) for k in keys})
     ok = table.dropna(subset=["run"])
     if ok.empty:
         return pd.DataFrame()

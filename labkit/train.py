@@ -26,6 +26,7 @@ from labkit import checkpoints as ckpt
 from labkit.device import autocast, keep_freed_memory
 from labkit.gradflow import GradientFlow
 from labkit.losses import LossTerm, ModelOutput, as_output, cross_entropy_term
+from labkit.params import KEEP_CHECKPOINTS
 from labkit.sharing import cpu_threads, run_lock
 
 # --------------------------------------------------------------------------- history
@@ -223,9 +224,9 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     loss_terms = loss_terms if loss_terms is not None else [cross_entropy_term()]
     if accumulate != "epoch" and (not isinstance(accumulate, int) or accumulate < 1):
         raise ValueError(f"accumulate={accumulate!r} is not allowed; allowed: an integer >= 1 or 'epoch'")
-    if keep_checkpoints not in ckpt.KEEP_CHECKPOINTS:
+    if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints={keep_checkpoints!r} is not allowed; allowed: "
-                         f"{', '.join(map(repr, ckpt.KEEP_CHECKPOINTS))}")
+                         f"{', '.join(map(repr, KEEP_CHECKPOINTS))}")
     if channels_last if channels_last is not None else device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     run = dict(model=model, train=train, epochs=epochs, optimizer=optimizer, loss_terms=loss_terms, val=val,

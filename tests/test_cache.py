@@ -57,7 +57,7 @@ def test_listing_by_kind_with_sizes_and_last_use(filled):
     assert lines[0] == f"{filled / 'data' / 'cache'}: 198 MB in 8 files"
     assert "decoded datasets" in text and "features (Q1)" in text and "other" in text
     checkpoints = next(line for line in lines if line.lstrip().startswith("checkpoints"))
-    assert checkpoints.split()[1:3] == ["5", "195"] and "MB" in checkpoints and "(1 days ago)" not in checkpoints
+    assert checkpoints.split()[1:3] == ["5", "195"] and "MB" in checkpoints and "(24 h ago)" in checkpoints
     q2 = next(line for line in lines if line.startswith("    q2"))
     assert q2.split()[1:4] == ["3", "135", "MB"] and "(2 days ago)" in q2  # the group's most recent use
     assert any("data/synthetic/ 1.0 kB" in line for line in lines)
