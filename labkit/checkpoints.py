@@ -18,7 +18,6 @@ re-run retrains) or "all" (every epoch's full checkpoint as well, ``<name>.epoch
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import random
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.paths import DiskSpaceError, atomic_write_bytes, ensure_free_space, touch
+from labkit.paths import DiskSpaceError, atomic_write_bytes, ensure_free_space, torch_bytes, touch
 
 
 class StaleCheckpoint(Exception):
@@ -67,9 +66,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state) -> None:
-    if isinstance(state, torch.Tensor):  # checkpoints written before numpy's and Python's state were kept
-        torch.set_rng_state(state)
-        return
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
@@ -81,9 +77,7 @@ def set_rng_state(state) -> None:
 
 def write(path: Path, blob: dict) -> None:
     """Serialise, check the disk has room (one clear error before anything is written), write atomically."""
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    data = buf.getvalue()
+    data = torch_bytes(blob)
     try:
         ensure_free_space(path.parent, len(data), f"the checkpoint {path}")
     except DiskSpaceError as err:
@@ -145,7 +139,7 @@ def load(path: Path, model, optimizer, loss_terms, gradient_flow, source: dict[s
     checkpoint's referenced starting weights are not the ones ``model`` holds (``source``)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     touch(path)  # the last use, for `python -m labkit cache` and its --prune
-    final = bool(blob.get("final", "optimizer" not in blob))
+    final = bool(blob["final"])  # every checkpoint this code can find was written by it (the key holds the code)
     if final:
         reference = blob.get("source", {})
         changed = sorted(name for name, h in reference.items() if source.get(name) != h)

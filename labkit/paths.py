@@ -83,6 +83,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def torch_bytes(obj) -> bytes:
+    """``torch.save`` into memory: the bytes to write atomically (and to size before writing)."""
+    import io
+
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def atomic_torch_save(path: Path, obj) -> None:
+    """``torch.save`` to ``path`` atomically: readers never see half a file."""
+    atomic_write_bytes(path, torch_bytes(obj))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

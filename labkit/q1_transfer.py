@@ -3,7 +3,6 @@ STL-10 (+ "other"), and fine-tuning with frozen layers. The notebook holds param
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from labkit.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
 from labkit.optim import OPTIMIZERS, make_optimizer
 from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
-from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, real_data_dir, touch
+from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, real_data_dir, touch
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
 from labkit.train import fit, predict
 
@@ -159,9 +158,7 @@ def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, de
     finally:
         hook.remove()
     blob = {"avgpool": torch.cat(pooled), "fc": out["logits"]}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, blob)
     return blob
 
 

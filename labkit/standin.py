@@ -16,7 +16,6 @@ ImageNet results.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 
@@ -26,7 +25,7 @@ import torchvision
 
 from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, TINY_IMAGENET_FIRST_PROTOTYPE, render_many
-from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint
+from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
 
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
 SOURCE_PROTOTYPES = 20
@@ -82,9 +81,7 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False) ->
     state, report = _pretrain(arch, s, progress)
     blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
             "report": json.dumps({"kind": kind, **report})}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, blob)
     return blob
 
 

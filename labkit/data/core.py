@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from labkit.paths import atomic_write_bytes, cache_dir, code_fingerprint, touch
+from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, touch
 from labkit.progress import progress
 
 # Bump when a loader's output for the same files changes, so old caches are not reused.
@@ -168,10 +167,8 @@ def cached(kind: str, settings: dict, files: Sequence[Path], build: Callable[[],
             warnings.warn(f"ignoring unreadable cache {path} (it is rebuilt): {err}")
     data = build()
     data.key = key
-    buf = io.BytesIO()
-    torch.save({"images": data.images, "labels": data.labels, "classes": data.classes,
-                "skipped": data.skipped}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_torch_save(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
+                             "skipped": data.skipped})
     # The same files decoded by older code are dead weight now (STL-10's test set alone is 0.2 GB):
     # drop them, so the cache does not grow with every change to labkit.
     data_part = key.rsplit("-", 1)[0]
