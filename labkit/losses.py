@@ -89,26 +89,29 @@ class CenterLoss(nn.Module):
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
     @torch.no_grad()
-    def _initialize(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        new = torch.unique(labels[~self.initialized[labels]])
-        if len(new):
-            counts = torch.bincount(labels, minlength=len(self.centers)).to(features.dtype)
-            sums = torch.zeros_like(self.centers).index_add_(0, labels, features)
-            self.centers[new] = sums[new] / counts[new, None]
-            self.initialized[new] = True
+    def _class_sums(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per class: how many of the batch's features it has, and their sum."""
+        counts = torch.bincount(labels, minlength=len(self.centers)).to(features.dtype)
+        return counts, torch.zeros_like(self.centers).index_add_(0, labels, features)
+
+    @torch.no_grad()
+    def _initialize(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        """Classes seen for the first time start at their mean in this batch. Written with masks, not an
+        ``if``, so it never makes the CPU wait for the GPU."""
+        new = ~self.initialized & (counts > 0)
+        self.centers.copy_(torch.where(new[:, None], sums / counts.clamp(min=1)[:, None], self.centers))
+        self.initialized |= new
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         features = features.float()
-        self._initialize(features.detach(), labels)
+        self._initialize(*self._class_sums(features.detach(), labels))
         diff = features - self.centers[labels]
         return 0.5 * (diff * diff).sum(1).mean()
 
     @torch.no_grad()
     def update_centers(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 4 of the paper, for every class present in the batch at once."""
-        features = features.float()
-        self._initialize(features, labels)
-        counts = torch.bincount(labels, minlength=len(self.centers)).to(features.dtype)
-        sums = torch.zeros_like(self.centers).index_add_(0, labels, features)
+        counts, sums = self._class_sums(features.float(), labels)
+        self._initialize(counts, sums)
         delta = (counts[:, None] * self.centers - sums) / (1.0 + counts[:, None])
         self.centers -= self.alpha * delta
