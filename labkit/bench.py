@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from labkit.bench_share import bench_shared_cores, describe as describe_shared_cores
+from labkit.bench_share import bench_shared_cores, child_env, describe as describe_shared_cores
 from labkit.data import Batches, load_dogs_vs_cats, load_stl10
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from labkit.data.synthetic import render_many, write_stl10
@@ -211,10 +211,8 @@ def _in_fresh_process(function: str, *args) -> dict:
     import subprocess
     import sys
     code = f"import json, sys; from labkit import bench; print(json.dumps(bench.{function}(*json.loads(sys.argv[1]))))"
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_parent] + [p for p in [os.environ.get("PYTHONPATH")]
-                                                                          if p])}
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True,
+                          env=child_env())
     if done.returncode:
         raise RuntimeError(f"bench.{function}{args} failed in its process:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

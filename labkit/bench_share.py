@@ -46,13 +46,19 @@ print(json.dumps({"start": start, "end": end, "threads": out.history.threads, "a
 """
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child Python process that imports labkit from this checkout (the
+    checkout first on PYTHONPATH), with ``extra`` on top."""
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join([package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def _pair(root: Path, seeds: tuple[int, int], together: bool, share: bool, epochs: int, per_class: int,
           image_size: int) -> dict:
     """Two Q3 runs in two processes; returns the seconds they took (sum, or span when together) and their
     thread counts."""
-    env = {**os.environ, "LABKIT_PLAIN_PROGRESS": "1", "LABKIT_SHARE_CORES": "1" if share else "0",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent)] +
-                                         [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env = child_env(LABKIT_PLAIN_PROGRESS="1", LABKIT_SHARE_CORES="1" if share else "0")
     results = []
     groups = [seeds] if together else [(s,) for s in seeds]
     for group in groups:

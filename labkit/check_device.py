@@ -30,7 +30,6 @@ from labkit.data import Batches
 from labkit.data.synthetic import render_many
 from labkit.device import autocast, choose_device
 from labkit.experiments import Runner
-from labkit.models import SmallCNN
 from labkit.notebooks import default_parameters
 
 QUESTIONS = {"q1": q1, "q2": q2, "q3": q3}
@@ -183,14 +182,12 @@ def _bf16(device: torch.device):
 def check_bf16(device: torch.device, batch: int = 16) -> str:
     """A few forward passes of each model in fp32 on the CPU (the exact reference), in fp32 on ``device``
     and in bf16 autocast on ``device``; the logits' relative error must stay within the tolerances above."""
-    import torchvision
     protos = torch.arange(batch) % 10
     out = []
-    for name, make, size in (("ResNet-50", lambda: torchvision.models.resnet50(num_classes=10), 64),
-                             ("ResNet-18", lambda: torchvision.models.resnet18(num_classes=10), 64),
-                             ("SmallCNN", lambda: SmallCNN(num_classes=2), 128)):
+    for name, arch, classes, size in (("ResNet-50", "resnet50", 10, 64), ("ResNet-18", "resnet18", 10, 64),
+                                      ("SmallCNN", "smallcnn", 2, 128)):
         torch.manual_seed(0)
-        model = make().eval()
+        model = bench_gpu.make_model(arch, classes).eval()
         x = torch.from_numpy(render_many(protos.tolist(), size, seed=1)).permute(0, 3, 1, 2).float() / 255
         x = ((x - 0.45) / 0.225).contiguous(memory_format=torch.channels_last)
         exact = model.to(memory_format=torch.channels_last)(x)
