@@ -25,7 +25,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
 
 
 def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
-    """Demo-sized synthetic STL-10 with the stand-in ResNet-50: both trained approaches beat chance (10 %)."""
+    """Demo-sized synthetic STL-10 with the demo's stand-in (ResNet-18): both trained approaches beat chance (10 %)."""
     P = q1.parameters(default_parameters("q1"))
     data = q1.load_data("synthetic", None, 30, 30)
     runs = q1.plan({**P, "runs": [{"name": "svm"}, {"name": "finetune"}]})

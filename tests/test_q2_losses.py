@@ -45,7 +45,9 @@ def test_demo_sized_runs_beat_chance(isolated_root):
     data = q2.load_data("synthetic", None, 10, "sorted", 32, 40, 10, 0.15, 0)
     for name, (run,) in q2.plan(P).items():
         out = q2.train_and_test(run, data, torch.device("cpu"))
-        assert out.accuracy is not None and out.accuracy > 0.2, (name, out.accuracy)  # chance: 0.1
+        # chance 0.1; these runs measured 0.95 / 0.92 / 0.92 on the 100 test images (95 % interval about
+        # ±5 points), so 0.7 fails only if the stand-in's transfer or a loss really broke
+        assert out.accuracy is not None and out.accuracy > 0.7, (name, out.accuracy)
 
 
 def test_runs_take_the_notebook_defaults_and_their_own_settings():
