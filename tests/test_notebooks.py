@@ -209,7 +209,8 @@ FAILING = {
     "q1": ({"runs": [{"name": "svm"}, {"name": "zero_shot"}, {"name": "zero_shot_restricted"}, {"name": "finetune"}]},
            ["svm", "zero_shot", "finetune"]),
     "q2": ({"runs": [{"name": "ce", "loss": "ce"}, {"name": "ce_center", "loss": "ce_center"}]}, ["ce"]),
-    "q3": ({"runs_optimizers": [{"name": "sgd", "optimizer": "sgd", "lr": 0.001}, {"name": "adam", "optimizer": "adam"}],
+    "q3": ({"runs_optimizers": [{"name": "sgd", "optimizer": "sgd", "lr": 0.001},
+                                {"name": "adam", "optimizer": "adam"}],
             "runs_batch_sizes": [{"name": "adam_bs16", "optimizer": "adam", "batch_size": 16},
                                  {"name": "adam_bs32", "optimizer": "adam", "batch_size": 32}],
             "runs_order": [{"name": "shuffled", "optimizer": "adam", "order": "shuffle"},
@@ -243,7 +244,8 @@ def test_a_failed_run_is_reported_and_the_notebook_goes_on(isolated_root, key, m
         assert "out of memory" in recorded[name]["error"] and "try a smaller batch_size" in recorded[name]["error"]
     trained = [name for part in runs.values() for name in (r["name"] for r in part) if name not in failing]
     assert trained and all(recorded[name]["status"] != "failed" for name in trained)
-    shown = json.dumps([o for c in json.loads((out_dir / "nb.ipynb").read_text())["cells"] for o in c.get("outputs", [])])
+    cells = json.loads((out_dir / "nb.ipynb").read_text())["cells"]
+    shown = json.dumps([o for c in cells for o in c.get("outputs", [])])
     assert shown.count("**Failed** (the other runs went on; not in the figures)") >= len(failing) - (key == "q1")
     flagged = {"q1": "features + SVM (failed)", "q2": "`ce` (failed)", "q3": "**failed**"}[key]
     assert flagged in shown  # the conclusion names it too
