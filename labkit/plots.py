@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from labkit.text import status_text
+
 
 def _axes(ax, size=(5, 4)):
     if ax is None:
@@ -125,7 +127,7 @@ def bar_with_ci(table: pd.DataFrame, ax=None, value: str = "accuracy", low: str 
     statuses = table["status"] if "status" in table else pd.Series("no result", index=table.index)
     for yi, status in zip(y[missing], statuses[missing]):
         ax.barh(yi, 1.0, color="none", edgecolor="tab:red", hatch="//", lw=0.8)
-        ax.text(0.02, yi, str(status).replace("_", " ").upper(), va="center", color="tab:red", fontsize=8,
+        ax.text(0.02, yi, status_text(status).upper(), va="center", color="tab:red", fontsize=8,
                 fontweight="bold")
     if reference and reference in table:
         ref = table[reference].astype(float)

@@ -255,7 +255,7 @@ def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str =
 
 def findings(summary, outcomes: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
-    from labkit.text import is_number, percent
+    from labkit.text import is_number, percent, status_text
 
     labels = {"svm": "features + SVM", "zero_shot": "zero-shot mapping (original rule)",
               "zero_shot_restricted": "zero-shot mapping (restricted rule)", "finetune": "fine-tuning"}
@@ -268,7 +268,7 @@ def findings(summary, outcomes: dict) -> str:
                      f"test images: {verdict_text(verdicts)}.")
     flagged = [k for k in summary.index if summary.loc[k, "status"] != "ok"]
     if flagged:
-        lines.append("Flagged runs: " + ", ".join(f"{labels[k]} ({summary.loc[k, 'status'].replace('_', ' ')})"
+        lines.append("Flagged runs: " + ", ".join(f"{labels[k]} ({status_text(summary.loc[k, 'status'])})"
                                                   for k in flagged) + ".")
     if "zero_shot" in outcomes and "other_rate" in outcomes["zero_shot"][0].extra:
         zs = outcomes["zero_shot"][0]

@@ -21,7 +21,7 @@ from labkit.params import ParameterError, Spec, from_notebook
 from labkit.paths import real_data_dir
 from labkit.reference import ORIGINAL_TEST_IMAGES, reference_accuracy
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
-from labkit.text import is_number, percent
+from labkit.text import is_number, percent, status_text
 from labkit.train import fit, predict
 
 ORDERS = ("shuffle", "class_sorted", "full_batch")
@@ -131,7 +131,7 @@ def describe(table, names) -> str:
             out.append(f"`{name}` (not run)")
             continue
         row = table.loc[name]
-        flag = f", **{row['status'].replace('_', ' ')}**" if row["status"] != "ok" else ""
+        flag = f", **{status_text(row['status'])}**" if row["status"] != "ok" else ""
         spread = f" ± {percent(row['std_over_seeds'])}" if row["seeds"] > 1 and is_number(row["std_over_seeds"]) \
             else ""
         out.append(f"`{name}` {percent(row['accuracy'])}{spread}{flag}")
@@ -182,7 +182,7 @@ def findings(summary, parts: dict[str, dict], seeds: list[int]) -> str:
             continue
         text = f"**{label}:** test accuracy {describe(summary, outcomes)}."
         if part == "optimizers" and "sgd_bs1" in summary.index and summary.loc["sgd_bs1", "status"] != "ok":
-            text += (f" Batch-size-1 SGD is flagged ({summary.loc['sgd_bs1', 'status'].replace('_', ' ')}); the "
+            text += (f" Batch-size-1 SGD is flagged ({status_text(summary.loc['sgd_bs1', 'status'])}); the "
                      f"original report's {percent(reference_accuracy('q3', 'sgd_bs1'), 2)} for it is below chance "
                      f"too.")
         if part == "batch_sizes":

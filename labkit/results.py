@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 from labkit.paths import atomic_write_bytes, atomic_write_text
+from labkit.text import status_text
 
 STATUSES = ("ok", "at_chance", "below_chance", "diverged", "failed")
 # How tables and the report index name every status but "ok".
-FLAGS = {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED", "failed": "FAILED"}
+FLAGS = {s: status_text(s).upper() for s in STATUSES if s != "ok"}
 _SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

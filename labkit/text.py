@@ -39,3 +39,8 @@ def banner(weights: str, arch: str, extra: str = ""):
 def skipped(part: str, param: str) -> str:
     """The note a notebook shows for a part whose run list is empty."""
     return f"*{part}: skipped (no runs in `{param}`).*"
+
+
+def status_text(status: str) -> str:
+    """A run's status in prose: "at_chance" -> "at chance"."""
+    return str(status).replace("_", " ")

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from labkit.text import banner, is_number, percent, skipped
+from labkit.text import banner, is_number, percent, skipped, status_text
 
 
 def test_is_number():
@@ -52,3 +52,10 @@ def test_banner_escapes_what_it_shows():
     assert "/tmp/&lt;b&gt;weights&lt;/b&gt;.pt" in html and "<b>" not in html
     assert "<br>a &lt; b &amp; c</div>" in html
     assert "background:#fff3cd" in html  # anything but ImageNet's own weights gets the warning colour
+
+
+def test_status_text_and_the_flags_agree():
+    from labkit.results import FLAGS
+    assert status_text("below_chance") == "below chance"
+    assert FLAGS == {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED",
+                     "failed": "FAILED"}
