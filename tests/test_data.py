@@ -44,6 +44,13 @@ def test_stl10_orientation_against_real_images(samples, isolated_root):
     assert not np.array_equal(arrays[0], arrays[0].transpose(1, 0, 2))
 
 
+def test_stl10_ids_are_indices_in_the_binary_file(isolated_root):
+    root = write_stl10(isolated_root / "stl", train_per_class=2, test_per_class=1)
+    test = load_stl10(root, "test")
+    assert test.ids is None and test.image_ids() == [str(i) for i in range(10)]
+    assert test.subset([4, 2]).ids == ["4", "2"]
+
+
 def test_stl10_bytes_written_by_hand(isolated_root):
     """The official layout, written here byte by byte from its description rather than by labkit's
     writer: per image, 3 planes (R, G, B) of 96 x 96 bytes, each plane column by column (column-major,
@@ -162,6 +169,11 @@ def test_dogs_vs_cats_layouts_and_broken_files(isolated_root, layout):
     assert data.images.shape == (10, 3, 24, 24)
     assert torch.bincount(data.labels).tolist() == [5, 5]
     assert len(data.skipped) == 3
+    # each image keeps its file's path under the dataset folder; a subset keeps its images' ids
+    assert all(i.startswith("train/") or i.startswith("PetImages/") for i in data.ids)
+    assert len(set(data.ids)) == 10 and data.subset([3, 1]).ids == [data.ids[3], data.ids[1]]
+    with pytest.warns(UserWarning, match="skipped 3 unreadable"):
+        assert load_dogs_vs_cats(root, image_size=24).ids == data.ids  # and so does the cached copy
     kinds = sorted(__import__("os").path.getsize(p) > 0 for p in data.skipped)
     assert kinds == [False, True, True]  # the empty file, the truncated JPEG and the text file
 

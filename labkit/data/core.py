@@ -18,7 +18,7 @@ from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, touch
 from labkit.progress import progress
 
 # Bump when a loader's output for the same files changes, so old caches are not reused.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: per-image ids kept with the arrays
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -32,6 +32,10 @@ class ImageSet:
     ``key`` is the dataset's identity: its cache key (loader, settings, every source file's path,
     size and modification time, labkit's code fingerprint), extended by the indices for a subset.
     Run keys include it, so a checkpoint never resumes on other data. None for a hand-made set.
+
+    ``ids`` name each image where it came from: its file's path under the dataset folder, or its index in
+    the source file (STL-10's binary files); None means the index in this set. Kept with the predictions,
+    so two reports can be compared image by image.
     """
 
     images: torch.Tensor
@@ -39,6 +43,7 @@ class ImageSet:
     classes: list[str]
     skipped: list[str] = field(default_factory=list)
     key: str | None = None
+    ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -48,7 +53,22 @@ class ImageSet:
         key = None
         if self.key is not None:  # the same parent and indices are the same data; others are not
             key = f"{self.key}/subset-{hashlib.sha256(indices.cpu().numpy().tobytes()).hexdigest()[:12]}"
-        return ImageSet(self.images[indices], self.labels[indices], list(self.classes), list(self.skipped), key)
+        ids = [self.image_ids()[i] for i in indices.tolist()]
+        return ImageSet(self.images[indices], self.labels[indices], list(self.classes), list(self.skipped), key, ids)
+
+    def image_ids(self) -> list[str]:
+        """Each image's id: ``ids``, or its index in this set."""
+        return list(self.ids) if self.ids is not None else [str(i) for i in range(len(self))]
+
+    def identity(self) -> str:
+        """SHA-256 of the decoded images' bytes and the labels, in order: the same images in the same order
+        give the same identity across code changes, machines and a fresh download (unlike :attr:`key`, which
+        holds file times and the code fingerprint)."""
+        digest = hashlib.sha256()
+        digest.update(str(tuple(self.images.shape)).encode())
+        digest.update(self.images.contiguous().cpu().numpy().tobytes())
+        digest.update(self.labels.to(torch.int64).contiguous().cpu().numpy().tobytes())
+        return digest.hexdigest()
 
     @property
     def num_classes(self) -> int:
@@ -162,13 +182,13 @@ def cached(kind: str, settings: dict, files: Sequence[Path], build: Callable[[],
                     and isinstance(labels, torch.Tensor) and labels.shape == (len(images),)):
                 raise ValueError("it does not hold a decoded dataset")
             touch(path)  # its last use, for `python -m labkit cache`
-            return ImageSet(images, labels, list(blob["classes"]), list(blob["skipped"]), key)
+            return ImageSet(images, labels, list(blob["classes"]), list(blob["skipped"]), key, blob.get("ids"))
         except Exception as err:  # a damaged cache file is rebuilt, never trusted
             warnings.warn(f"ignoring unreadable cache {path} (it is rebuilt): {err}")
     data = build()
     data.key = key
     atomic_torch_save(path, {"images": data.images, "labels": data.labels, "classes": data.classes,
-                             "skipped": data.skipped})
+                             "skipped": data.skipped, "ids": data.ids})
     # The same files decoded by older code are dead weight now (STL-10's test set alone is 0.2 GB):
     # drop them, so the cache does not grow with every change to labkit.
     data_part = key.rsplit("-", 1)[0]

@@ -154,7 +154,10 @@ def _decode_labelled(files, labels, classes, image_size, where, desc: str) -> Im
             raise ValueError(f"images under {where} have different sizes {sorted(sizes)[:3]}...; "
                              f"pass image_size= to resize them at decode")
     images = stack_images([arrays[i] for i in keep])
-    return ImageSet(images, torch.tensor([labels[i] for i in keep], dtype=torch.int64), list(classes), skipped)
+    ids = [Path(files[i]).relative_to(where).as_posix() if Path(files[i]).is_relative_to(where) else
+           Path(files[i]).name for i in keep]
+    return ImageSet(images, torch.tensor([labels[i] for i in keep], dtype=torch.int64), list(classes), skipped,
+                    ids=ids)
 
 
 def _warned(data: ImageSet, where: Path) -> ImageSet:
