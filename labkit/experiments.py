@@ -33,6 +33,7 @@ class Outcome:
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
     cost: dict = field(default_factory=dict)  # results.COST_KEYS, and the torch_threads a run trained with
     error: str | None = None
+    confidence: np.ndarray | None = None  # each test image's predicted-class probability (None: no probabilities)
 
     @property
     def diverged(self) -> bool:
@@ -128,19 +129,25 @@ SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "
                    "torch_threads")
 
 
-def record(results: Results, table: pd.DataFrame) -> None:
-    """Write every summarised run into metrics.json."""
+def record(results: Results, table: pd.DataFrame, outcomes: dict[str, list[Outcome]] | None = None,
+           test=None, classes: list[str] | None = None) -> None:
+    """Write every summarised run into metrics.json, with its resolved settings; with ``outcomes`` and the
+    ``test`` set (an ImageSet) also every run's and seed's predictions (``predictions.npz``)."""
     def value(v):
         return float(v) if is_number(v) else None
 
+    outcomes = outcomes or {}
     for name, row in table.iterrows():
         extra = {k: value(v) for k, v in row.items() if k not in SUMMARY_COLUMNS}
         if isinstance(row.get("error"), str):
             extra["error"] = row["error"]
         threads = row.get("torch_threads")
+        settings = outcomes[name][0].settings if outcomes.get(name) else None
         results.add_run(name, value(row["accuracy"]), status=row["status"], accuracy_ci_low=value(row["ci_low"]),
                         accuracy_ci_high=value(row["ci_high"]),
-                        torch_threads=int(threads) if is_number(threads) else None, **extra)
+                        torch_threads=int(threads) if is_number(threads) else None, settings=settings, **extra)
+    if test is not None:
+        results.predictions(outcomes, test, classes)
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:

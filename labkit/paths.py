@@ -37,6 +37,24 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:12]
 
 
+@functools.cache
+def git_commit() -> str:
+    """The short commit of labkit's checkout, with ``+dirty`` when tracked files differ from it, or "unknown"
+    (an installed copy, no git). The code fingerprint says whether the code itself differs."""
+    import subprocess
+    package = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=package, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = commit and git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}+dirty" if dirty else commit or "unknown"
+
+
 def data_root() -> Path:
     return project_root() / "data"
 

@@ -188,6 +188,15 @@ def zero_shot(logits: torch.Tensor, mapping: dict[int, int], restricted: bool,
     return target[logits.argmax(1)].numpy()
 
 
+def chosen_probability(logits: torch.Tensor, mapping: dict[int, int], restricted: bool) -> np.ndarray:
+    """The softmax probability of the source class each rule of :func:`zero_shot` picks (the largest of all
+    source classes, or of the mapped ones only)."""
+    probs = logits.float().softmax(1)
+    if restricted:
+        probs = probs[:, sorted(mapping)]
+    return probs.amax(1).numpy()
+
+
 def features(data: Data, run: Run, device: torch.device) -> tuple[dict, dict, dict[int, int], str]:
     """The backbone's features and source logits for the training and test images (cached), with the
     source-class map and the source's name."""
@@ -208,7 +217,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
         ok = history.status == "ok"
         return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
                        extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None},
-                       cost=history.cost())
+                       cost=history.cost(), confidence=test["confidence"].numpy())
     train, test, mapping, source_name = features(data, run, device)
     if method == "svm":
         layer = run["feature_layer"]
@@ -223,10 +232,12 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
                        artifacts={"roc": roc, "dim": test[layer].shape[1]},
                        cost={"train_seconds": seconds, "train_images_per_second": len(data.train) / seconds,
                              "epochs": None, "updates": None, "torch_threads": None})
-    pred = zero_shot(test["fc"], mapping, restricted=method == "zero_shot_restricted")
+    restricted = method == "zero_shot_restricted"
+    pred = zero_shot(test["fc"], mapping, restricted=restricted)
     extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
     return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,
-                   artifacts={"source_name": source_name, "mapped": len(mapping)})
+                   artifacts={"source_name": source_name, "mapped": len(mapping)},
+                   confidence=chosen_probability(test["fc"], mapping, restricted))
 
 
 def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final"):

@@ -166,7 +166,8 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     p = predict(model, test, device)
     y, pred = p["labels"].numpy(), p["predictions"].numpy()
     out = Outcome(run.name, run.settings, run.seed, history, y, pred,
-                  artifacts={"embeddings": p["embeddings"].numpy()}, cost=history.cost())
+                  artifacts={"embeddings": p["embeddings"].numpy()}, cost=history.cost(),
+                  confidence=p["confidence"].numpy())
     if history.status == "ok":
         out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
     return out

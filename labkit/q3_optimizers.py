@@ -76,6 +76,11 @@ class Splits:
     source: str
     key: str  # the identity of the images and the split, part of every run's checkpoint key
 
+    @property
+    def test_set(self) -> ImageSet:
+        """The test split as an ImageSet (its images, labels and file ids, in test order)."""
+        return self.data.subset(self.test)
+
 
 def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic_per_class: int,
               test_fraction: float, val_fraction: float, seed: int) -> Splits:
@@ -118,7 +123,8 @@ def train_and_test(run: Run, splits: Splits, device: torch.device, keep_checkpoi
                   channels_last=True)
     p = predict(model, test, device)
     return Outcome(run.name, run.settings, run.seed, history, p["labels"].numpy(), p["predictions"].numpy(),
-                   artifacts={"gradient_flow": flow.summary()}, cost=history.cost())
+                   artifacts={"gradient_flow": flow.summary()}, cost=history.cost(),
+                   confidence=p["confidence"].numpy())
 
 
 # --------------------------------------------------------------------------- sentences with numbers

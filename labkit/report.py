@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,8 @@ import labkit
 from labkit import notebooks as registry
 from labkit.kernels import private_kernels
 from labkit.params import PROFILES, ParameterError
-from labkit.paths import atomic_write_text, environ_kept, project_root, reports_dir
+from labkit.pages import stylesheet
+from labkit.paths import atomic_write_text, environ_kept, git_commit, reports_dir
 from labkit.progress import PLAIN_PREFIX, StatusLine
 from labkit.reference import reference_accuracy
 from labkit.results import FLAGS
@@ -182,14 +182,6 @@ class NotebookResult:
     files: dict = field(default_factory=dict)  # label -> path relative to the report folder
 
 
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project_root(), capture_output=True,
-                              text=True, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def summary_rows(results: list[NotebookResult], written: dict[str, dict]) -> pd.DataFrame:
     """One row per run of every notebook, from its metrics.json (``written``: notebook -> its contents),
     with the original report's number."""
@@ -247,14 +239,7 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>labkit report ({e(profile)})</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-tr.diverged td, tr.below_chance td, tr.failed td, .failed {{ color: #b00020; font-weight: 600; }}
-tr.at_chance td {{ color: #8a5a00; font-weight: 600; }}
-.note {{ color: #555; font-size: 0.9em; }}
-</style></head><body>
+{stylesheet()}</style></head><body>
 <h1>labkit report — profile <code>{e(profile)}</code></h1>
 <table>{fact_rows}</table>
 <h2>Notebooks</h2><ul>{''.join(links)}</ul>

@@ -7,7 +7,7 @@ import math
 import re
 from pathlib import Path
 
-from labkit.paths import atomic_write_bytes, atomic_write_text
+from labkit.paths import atomic_write_bytes, atomic_write_text, code_fingerprint, git_commit
 from labkit.text import status_text
 
 STATUSES = ("ok", "at_chance", "below_chance", "diverged", "failed")
@@ -50,15 +50,50 @@ def run_status(accuracy: float | None, n: int, chance: float | None, diverged: b
 # What a run cost: any non-negative number, unlike the metrics (fractions).
 COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates")
 
+# What may differ between two runs of the same code without a number having changed.
+TIMING_KEYS = {"train_seconds", "train_images_per_second"}
+
+
+def same_numbers(ma: dict, mb: dict) -> bool:
+    """A run's metrics.json entries hold the same values (floats within 1e-12 relative), timings aside."""
+    keys = (set(ma) | set(mb)) - TIMING_KEYS
+    for key in keys:
+        va, vb = ma.get(key), mb.get(key)
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and not isinstance(va, bool):
+            if not math.isclose(va, vb, rel_tol=1e-12, abs_tol=1e-15):
+                return False
+        elif va != vb:
+            return False
+    return True
+
+
+# The libraries whose versions can move a number; recorded in every metrics.json.
+LIBRARIES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pytorch-metric-learning")
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and each of :data:`LIBRARIES`' installed version ("not installed" when absent)."""
+    import platform
+    from importlib import metadata
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
 
 class Results:
     """Collects one notebook's runs and writes ``output_dir/metrics.json`` atomically after each change.
 
     ``metrics.json``: ``{"notebook", "profile", "weights", "device", "params", "started",
     "finished", "runs": {name: {"accuracy", "status", <metric>: fraction, ...}}}``, and beside them the
-    device's name, torch's thread count when the notebook started (``torch_threads``) and the count each
-    CPU-trained run used (``torch_threads_per_run``: its fair share on a shared machine). A run's own entry
-    keeps only the contract's keys (metrics there are fractions).
+    device's name, torch's thread count when the notebook started (``torch_threads``), the count each
+    CPU-trained run used (``torch_threads_per_run``: its fair share on a shared machine), what made the
+    numbers (``git_commit``, ``code_fingerprint``, library ``versions``) and each run's resolved settings
+    (``run_settings``). A run's own entry keeps only the contract's keys (metrics there are fractions).
+    Beside it, :meth:`predictions` writes ``predictions.npz``.
     """
 
     def __init__(self, notebook: str, profile: str, weights: str, device: str, params: dict, output_dir):
@@ -70,15 +105,16 @@ class Results:
         # the thread count is part of a CPU result: other counts sum in another order and round differently
         self.data = {"notebook": notebook, "profile": profile, "weights": weights, "device": str(device),
                      "device_name": device_name(torch.device(device)), "torch_threads": torch.get_num_threads(),
-                     "torch_threads_per_run": {}, "params": _clean(params), "started": _now(), "finished": None,
-                     "runs": {}}
+                     "torch_threads_per_run": {}, "git_commit": git_commit(), "code_fingerprint": code_fingerprint(),
+                     "versions": library_versions(), "params": _clean(params), "run_settings": {},
+                     "started": _now(), "finished": None, "runs": {}}
 
     @property
     def runs(self) -> dict:
         return self.data["runs"]
 
     def add_run(self, name: str, accuracy: float | None, *, status: str, torch_threads: int | None = None,
-                **metrics) -> dict:
+                settings: dict | None = None, **metrics) -> dict:
         """Record a run. Extra metrics must be snake_case fractions (0..1) or None, e.g. ``macro_f1``,
         ``precision_at_1``, ``accuracy_ci_low``; the cost keys (:data:`COST_KEYS`) any number >= 0; an
         ``error`` a message."""
@@ -99,8 +135,37 @@ class Results:
         self.runs[name] = _clean({"accuracy": accuracy, "status": status, **metrics})
         if torch_threads is not None:
             self.data["torch_threads_per_run"][name] = int(torch_threads)
+        if settings is not None:  # the run's resolved settings: what `labkit compare` names when a run changed
+            self.data["run_settings"][name] = _clean(settings)
         self.write(finished=False)
         return self.runs[name]
+
+    def predictions(self, outcomes: dict, test, classes: list[str] | None = None) -> Path:
+        """Write ``predictions.npz`` (compressed numpy, no pickles) beside metrics.json: for every run and
+        training seed that has predictions, each test image's predicted class (``predictions``, runs x images)
+        and that class's probability (``probability``, float16; NaN where the method gives none, e.g. the SVM),
+        with ``run`` and ``seed`` per row, the true ``labels``, each image's id (``ids``: its file, or its index
+        in the source file), the ``classes`` and the test set's identity (``test_identity``: SHA-256 of the
+        decoded images and labels in test order, see :meth:`labkit.data.ImageSet.identity`).
+
+        ``outcomes``: ``{name: [Outcome per seed]}``; ``test``: the ImageSet the runs were tested on."""
+        import io
+
+        import numpy as np
+        labels = test.labels.numpy()
+        rows = [o for runs in outcomes.values() for o in runs if o.error is None and len(o.y_pred) == len(labels)]
+        n = len(labels)
+        blob = {"test_identity": np.array(test.identity()), "ids": np.array(test.image_ids(), dtype=str),
+                "labels": labels.astype(np.int16), "classes": np.array(classes or test.classes, dtype=str),
+                "run": np.array([o.name for o in rows], dtype=str), "seed": np.array([o.seed for o in rows], np.int64),
+                "predictions": np.array([o.y_pred for o in rows], np.int16).reshape(len(rows), n),
+                "probability": np.array([o.confidence if o.confidence is not None else np.full(n, np.nan)
+                                         for o in rows], np.float16).reshape(len(rows), n)}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **blob)
+        path = self.output_dir / "predictions.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        return path
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a figure as ``<name>.png`` (atomically) and return its path."""

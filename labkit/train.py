@@ -65,7 +65,8 @@ class History:
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable, device: torch.device | None = None,
             mixed_precision: bool = True) -> dict:
-    """Logits, labels, predictions and (when the model gives them) embeddings for every batch, on the CPU.
+    """Logits, labels, predictions, the predicted class's probability and (when the model gives them)
+    embeddings for every batch, on the CPU.
     ``mixed_precision=False`` keeps fp32 on CUDA too (decisions that hinge on near-ties among many logits)."""
     device = device or next(model.parameters()).device
     model.eval()
@@ -80,6 +81,8 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device | None = N
     logits_t = torch.cat(logits) if logits else torch.zeros(0)
     return {"logits": logits_t, "labels": torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
             "predictions": logits_t.argmax(1) if len(logits_t) else torch.zeros(0, dtype=torch.long),
+            # the softmax probability of the predicted class, kept with the predictions for comparisons
+            "confidence": logits_t.softmax(1).amax(1) if len(logits_t) else torch.zeros(0),
             "embeddings": torch.cat(embeddings) if embeddings else None}
 
 

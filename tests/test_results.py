@@ -15,7 +15,14 @@ def test_metrics_json_contract(tmp_path):
     path = r.write()
     data = json.loads(path.read_text())
     assert set(data) == {"notebook", "profile", "weights", "device", "device_name", "torch_threads",
-                         "torch_threads_per_run", "params", "started", "finished", "runs"}
+                         "torch_threads_per_run", "git_commit", "code_fingerprint", "versions", "params",
+                         "run_settings", "started", "finished", "runs"}
+    from labkit.paths import code_fingerprint
+    assert data["code_fingerprint"] == code_fingerprint() and data["git_commit"]
+    from importlib.metadata import version
+    assert data["versions"]["torch"] == version("torch") and data["versions"]["scipy"] == version("scipy")
+    assert list(data["versions"]) == ["python", "torch", "torchvision", "numpy", "scipy", "scikit-learn",
+                                      "pytorch-metric-learning"]
     assert data["torch_threads_per_run"] == {"sgd_bs1": 1} and "torch_threads" not in data["runs"]["sgd_bs1"]
     assert data["finished"] is not None and data["params"]["betas"] == [0.9, 0.999]
     assert data["runs"]["adam"]["status"] == "ok" and data["runs"]["adam"]["train_seconds"] == 12.5
@@ -48,3 +55,26 @@ def test_status_comes_from_the_wilson_interval_against_chance():
     assert chance_status(0.2, 100, 0.1) == "ok" and chance_status(0.12, 100, 0.1) == "at_chance"
     assert majority_share([0, 0, 0, 1]) == 0.75
 
+
+
+def test_predictions_npz_holds_every_run_and_seed(tmp_path):
+    import numpy as np
+    import torch
+
+    from labkit.data import ImageSet
+    from labkit.experiments import Outcome
+    labels = np.array([0, 1, 1, 0, 1])
+    test = ImageSet(torch.zeros(5, 3, 2, 2, dtype=torch.uint8), torch.as_tensor(labels), ["cat", "dog"],
+                    ids=[f"cat.{i}.jpg" for i in range(5)])
+    outcomes = {"adam": [Outcome("adam", {}, s, None, labels, (labels + s) % 2, confidence=np.full(5, 0.6 + s / 10))
+                         for s in (0, 1)],
+                "svm": [Outcome("svm", {}, 0, None, labels, np.array([1, 1, 1, 1, 1]))],  # no probabilities
+                "oom": [Outcome("oom", {}, 0, None, np.array([]), np.array([]), error="OutOfMemoryError")]}
+    path = Results("q3", "smoke", "none", "cpu", {}, tmp_path).predictions(outcomes, test)
+    blob = np.load(path, allow_pickle=False)  # no pickles: plain arrays
+    assert list(blob["run"]) == ["adam", "adam", "svm"] and list(blob["seed"]) == [0, 1, 0]
+    assert blob["predictions"].tolist() == [[0, 1, 1, 0, 1], [1, 0, 0, 1, 0], [1, 1, 1, 1, 1]]
+    assert blob["probability"].dtype == np.float16 and blob["probability"][1, 0] == np.float16(0.7)
+    assert np.isnan(blob["probability"][2]).all()
+    assert blob["labels"].tolist() == labels.tolist() and list(blob["ids"]) == [f"cat.{i}.jpg" for i in range(5)]
+    assert list(blob["classes"]) == ["cat", "dog"] and str(blob["test_identity"]) == test.identity()
