@@ -128,3 +128,64 @@ def mcnemar(y_true, pred_a, pred_b) -> float:
         return 1.0
     return float(stats.binomtest(a_only, a_only + b_only, 0.5).pvalue)
 
+
+
+def seed_test(a, b) -> tuple[float, float]:
+    """Do two recipes differ beyond seed-to-seed noise? A paired t-test over per-seed accuracies, seed k of
+    ``a`` with seed k of ``b`` (n - 1 degrees of freedom). Returns (mean of a - b, two-sided p).
+
+    ``a`` and ``b``: ``{seed: accuracy}`` (only the seeds in both are paired) or equal-length sequences in
+    seed order. With no spread in the differences the t statistic is undefined: p = 0 when the mean
+    difference is not 0 (every seed moved by the same amount), else 1. Fewer than 2 common seeds cannot
+    judge a recipe: ValueError (say "not run")."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        a, b = dict(a), dict(b)
+        common = sorted(set(a) & set(b))
+        a, b = [a[k] for k in common], [b[k] for k in common]
+    elif len(a) != len(b):
+        raise ValueError(f"seed_test pairs seed k with seed k: got {len(a)} and {len(b)} accuracies")
+    diffs = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(diffs) < 2:
+        raise ValueError(f"seed_test needs at least 2 common seeds, got {len(diffs)}")
+    mean = float(diffs.mean())
+    if np.allclose(diffs, diffs[0], rtol=0, atol=1e-15):
+        return mean, 0.0 if abs(mean) > 1e-15 else 1.0
+    return mean, float(stats.ttest_1samp(diffs, 0.0).pvalue)
+
+
+def mean_interval(diffs, confidence: float = 0.95) -> tuple[float, float]:
+    """The t-interval of the mean of ``diffs`` (n - 1 degrees of freedom); a point when n < 2."""
+    diffs = np.asarray(diffs, dtype=float)
+    mean = float(diffs.mean())
+    if len(diffs) < 2:
+        return mean, mean
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    return mean - half, mean + half
+
+
+def paired_difference_interval(a_only: int, b_only: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of the accuracy difference B - A of two classifiers on the same ``n`` test images, from the
+    discordant counts (images only A, only B got right): Wald for paired proportions."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    d = (b_only - a_only) / n
+    se = np.sqrt(max(a_only + b_only - (b_only - a_only) ** 2 / n, 0.0)) / n
+    return float(d - z * se), float(d + z * se)
+
+
+def unpaired_difference_interval(correct_a: int, n_a: int, correct_b: int, n_b: int,
+                                 confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval of B's accuracy minus A's on two different test sets (from the two
+    Wilson intervals; well behaved near 0 and 1)."""
+    pa, pb = correct_a / n_a, correct_b / n_b
+    la, ua = wilson_interval(correct_a, n_a, confidence)
+    lb, ub = wilson_interval(correct_b, n_b, confidence)
+    d = pb - pa
+    return float(d - np.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)), float(d + np.sqrt((ub - pb) ** 2 + (pa - la) ** 2))
+
+
+def two_proportion_test(correct_a: int, n_a: int, correct_b: int, n_b: int) -> float:
+    """Two accuracies on different test sets (unpaired): Fisher's exact test on the 2 x 2 table of right and
+    wrong answers, two-sided p."""
+    return float(stats.fisher_exact([[correct_a, n_a - correct_a], [correct_b, n_b - correct_b]]).pvalue)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import stats
 
 from labkit import metrics
 
@@ -69,3 +70,42 @@ def test_mcnemar_is_the_exact_two_sided_binomial_test():
     # only the discordant pairs count
     assert metrics.mcnemar(*_paired(5, 14, 0, 0)) == metrics.mcnemar(y, a, b)
     assert metrics.mcnemar(*_paired(4, 4, 10, 2)) == 1.0 and metrics.mcnemar(*_paired(0, 0, 10, 2)) == 1.0
+
+
+def test_seed_test_keeps_direction_and_pairs_seed_with_seed():
+    # A wins one seed, B the other, equal means: nothing to see (a direction-blind vote said "2 of 3 real")
+    assert metrics.seed_test([0.85, 0.75, 0.80], [0.75, 0.85, 0.80]) == (0.0, 1.0)
+    diff, p = metrics.seed_test([0.80, 0.83, 0.79, 0.84], [0.70, 0.74, 0.71, 0.73])
+    d = np.array([0.10, 0.09, 0.08, 0.11])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(4))
+    assert diff == pytest.approx(0.095) and p == pytest.approx(2 * stats.t.sf(t, 3))
+    assert metrics.seed_test([0.70, 0.74], [0.80, 0.83])[0] < 0  # a - b: the sign says who is ahead
+    # by seed, not by position: {seed: accuracy} pairs only the seeds both have
+    assert metrics.seed_test({0: 0.8, 1: 0.9, 5: 0.1}, {1: 0.8, 0: 0.7, 7: 0.9}) == metrics.seed_test([0.8, 0.9],
+                                                                                                     [0.7, 0.8])
+
+
+def test_seed_test_without_spread_and_with_too_few_seeds():
+    assert metrics.seed_test([0.8, 0.9, 0.7], [0.7, 0.8, 0.6]) == (pytest.approx(0.1), 0.0)  # every seed +0.1
+    assert metrics.seed_test([0.8, 0.9], [0.8, 0.9]) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="at least 2 common seeds"):
+        metrics.seed_test({0: 0.8, 1: 0.9}, {1: 0.7, 2: 0.6})
+    with pytest.raises(ValueError, match="seed k with seed k"):
+        metrics.seed_test([0.8, 0.9], [0.8])
+
+
+def test_difference_intervals_against_hand_computations():
+    # paired Wald: d = (15 - 5) / 200, se = sqrt(20 - 100 / 200) / 200
+    low, high = metrics.paired_difference_interval(5, 15, 200)
+    se = np.sqrt(20 - 100 / 200) / 200
+    assert (low, high) == pytest.approx((0.05 - 1.959964 * se, 0.05 + 1.959964 * se), abs=1e-6)
+    # Newcombe: from the two Wilson intervals
+    la, ua = metrics.wilson_interval(80, 100)
+    lb, ub = metrics.wilson_interval(90, 120)
+    low, high = metrics.unpaired_difference_interval(80, 100, 90, 120)
+    assert low == pytest.approx(-0.05 - np.sqrt((0.75 - lb) ** 2 + (ua - 0.8) ** 2))
+    assert high == pytest.approx(-0.05 + np.sqrt((ub - 0.75) ** 2 + (0.8 - la) ** 2))
+    assert metrics.two_proportion_test(80, 100, 90, 120) == pytest.approx(
+        stats.fisher_exact([[80, 20], [90, 30]]).pvalue)
+    assert metrics.mean_interval([0.1, 0.2, 0.3]) == pytest.approx(
+        (0.2 - stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3), 0.2 + stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)))
