@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-setup
 
-.PHONY: setup test report lab data bench bench-gpu check-device sweep clean system-deps
+.PHONY: setup test report lab data bench bench-gpu check-device sweep compare clean system-deps
 
 setup: $(STAMP)
 
@@ -59,6 +59,10 @@ check-device:
 # DASK_SCHEDULER_ADDRESS=tcp://head:8786 make sweep NB=q3 ARGS="-p lr 1e-3 1e-4"   (an existing one)
 sweep: setup
 	$(PY) -m labkit sweep $(NB) --profile $(PROFILE) $(ARGS)
+
+# make compare A=reports/demo B=/tmp/other/reports/demo [OUT=folder] [ARGS="--fail-on-change"]
+compare: setup
+	$(PY) -m labkit compare "$(A)" "$(B)" --out "$(or $(OUT),.)" $(ARGS)
 
 # The big hammer: everything labkit generated. `python -m labkit cache --prune` removes old checkpoints only.
 clean:

@@ -1,4 +1,4 @@
-"""``python -m labkit <command>``: data, bench, report, sweep, check-device, cache.
+"""``python -m labkit <command>``: data, bench, report, sweep, compare, check-device, cache.
 
 An expected error (a bad parameter, profile or notebook, missing data, no network, a checksum
 mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1; ``--debug``
@@ -18,7 +18,8 @@ from labkit.params import ParameterError
 # dataset or parameter file), ConnectionError and URLError (no network, a failed download).
 EXPECTED = (("labkit.params", "ParameterError"), ("labkit.data.download", "ChecksumError"),
             ("labkit.data.download", "UnsafeArchiveError"), ("labkit.models", "WeightsUnavailableError"),
-            ("labkit.paths", "DiskSpaceError"), ("labkit.cluster", "ClusterError"))
+            ("labkit.paths", "DiskSpaceError"), ("labkit.cluster", "ClusterError"),
+            ("labkit.compare", "CompareError"))
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -73,6 +74,19 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default="demo")
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run")
     p.add_argument("--out", default=None, help="folder (default: reports/<profile>/sweeps/<notebook>)")
+
+    p = sub.add_parser("compare", parents=[common], help="compare two reports run by run: what changed, and "
+                                                          "whether it is more than noise")
+    p.add_argument("a", metavar="A", help="a report's profile folder (reports/demo), a notebook folder "
+                                          "(reports/demo/q3) or a sweep point folder")
+    p.add_argument("b", metavar="B", help="the same kind of folder, to compare with A")
+    p.add_argument("--out", default=".", help="where compare.csv and compare.html go (default: the current folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout, nothing else")
+    p.add_argument("--fail-on-change", action="store_true",
+                   help="exit 2 when any shared run's predictions, probabilities, status or metrics differ "
+                        "(timings aside)")
+    p.add_argument("--fail-on-significant", action="store_true",
+                   help="exit 2 when any shared run differs beyond noise after Holm")
 
     p = sub.add_parser("cache", parents=[common], help="what data/cache holds, by kind, with sizes and last use; "
                                                         "--prune removes old checkpoints")
@@ -147,6 +161,9 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from labkit.bench import main as bench
         bench(args.repeats)
         return 0
+    if args.command == "compare":
+        from labkit.compare import main as compare
+        return compare(args.a, args.b, args.out, args.json, args.fail_on_change, args.fail_on_significant)
     if args.command == "cache":
         from labkit import cache
         if not args.prune:

@@ -1,0 +1,25 @@
+"""HTML pages from jinja2 templates (``labkit/templates/pages``), autoescaped as nbconvert's own are, with one
+shared stylesheet. Python computes numbers and sentences; the templates hold the markup."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+TEMPLATES = Path(__file__).resolve().parent / "templates" / "pages"
+
+
+def stylesheet() -> str:
+    """The pages' one stylesheet, inlined into each page so every page is a single self-contained file."""
+    return (TEMPLATES / "style.css").read_text()
+
+
+@functools.cache
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(name: str, **context) -> str:
+    """Render ``templates/pages/<name>`` with ``context`` and the stylesheet (``css``)."""
+    return _environment().get_template(name).render(css=stylesheet(), **context)
