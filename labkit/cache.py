@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import notebooks as registry
+from labkit.questions import registry
 from labkit.params import ParameterError
 from labkit.paths import data_root
-from labkit.sharing import is_locked
+from labkit.training.sharing import is_locked
 
 # Folders of data/cache/ and what they hold; anything else is listed as "other".
 KINDS = {"datasets": "decoded datasets", "features": "features (Q1)", "standin": "stand-in weights",

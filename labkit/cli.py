@@ -18,8 +18,8 @@ from labkit.params import ParameterError
 # dataset or parameter file), ConnectionError and URLError (no network, a failed download).
 EXPECTED = (("labkit.params", "ParameterError"), ("labkit.data.download", "ChecksumError"),
             ("labkit.data.download", "UnsafeArchiveError"), ("labkit.models", "WeightsUnavailableError"),
-            ("labkit.paths", "DiskSpaceError"), ("labkit.cluster", "ClusterError"),
-            ("labkit.compare", "CompareError"))
+            ("labkit.paths", "DiskSpaceError"), ("labkit.sweep.cluster", "ClusterError"),
+            ("labkit.report.compare", "CompareError"))
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
@@ -135,11 +135,11 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                 print(f"ImageNet weights for {arch}: cached (hash verified by torchvision)", flush=True)
         return 0
     if args.command == "report":
-        from labkit.report import make_report
+        from labkit.report.pipeline import make_report
         only = [k.strip() for k in args.only.split(",") if k.strip()] or None
         return make_report(args.profile, only, args.timeout, args.out)
     if args.command == "sweep":
-        from labkit.sweep import parse_value, sweep
+        from labkit.sweep.engine import parse_value, sweep
         grid = {}
         for item in args.param:
             if len(item) < 2:
@@ -155,14 +155,14 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.repeats < 1:  # before minutes of warm-up runs end in a median of nothing
             raise ParameterError(f"--repeats={args.repeats} is not allowed; allowed: an integer >= 1")
         if args.gpu:
-            from labkit.bench_gpu import main as bench_gpu
+            from labkit.bench.gpu import main as bench_gpu
             bench_gpu(args.repeats)
             return 0
-        from labkit.bench import main as bench
+        from labkit.bench.cpu import main as bench
         bench(args.repeats)
         return 0
     if args.command == "compare":
-        from labkit.compare import main as compare
+        from labkit.report.compare import main as compare
         return compare(args.a, args.b, args.out, args.json, args.fail_on_change, args.fail_on_significant)
     if args.command == "cache":
         from labkit import cache
@@ -176,7 +176,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                     args.dry_run)
         return 0
     if args.command == "check-device":
-        from labkit.check_device import main as check_device
+        from labkit.bench.check_device import main as check_device
         return check_device()
     return 1
 

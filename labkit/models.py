@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from labkit.losses import ModelOutput
+from labkit.training.losses import ModelOutput
 from labkit.params import STANDINS
 
 RESNET_STAGES = ("none", "stem", "layer1", "layer2", "layer3", "layer4")

@@ -10,7 +10,7 @@ from labkit.paths import default_output_dir
 
 PROFILES = ("demo", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
-# What a completed run leaves in data/cache/checkpoints (see labkit.checkpoints).
+# What a completed run leaves in data/cache/checkpoints (see labkit.training.checkpoints).
 KEEP_CHECKPOINTS = ("final", "none", "all")
 # labkit's own offline stand-ins for ImageNet pre-training (labkit.standin): the demo's, and a seconds-size one
 STANDINS = ("standin", "standin-smoke")

@@ -98,9 +98,9 @@ def _source_images(per_class: int, size: int, seed: int) -> tuple[torch.Tensor, 
 
 def _pretrain(arch: str, s: dict, progress: bool) -> tuple[dict, dict]:
     from labkit.data.batches import Batches
-    from labkit.losses import LossTerm
-    from labkit.optim import make_optimizer
-    from labkit.train import fit, predict
+    from labkit.training.losses import LossTerm
+    from labkit.training.optim import make_optimizer
+    from labkit.training.loop import fit, predict
 
     images, labels = _source_images(s["per_class"], s["image_size"], 10_000 + s["seed"])
     heldout, heldout_labels = _source_images(s["heldout_per_class"], s["image_size"], 20_000 + s["seed"])

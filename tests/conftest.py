@@ -68,7 +68,7 @@ def same_twice(tmp_path, monkeypatch, shared_standin):
     import numpy as np
     import torch
 
-    from labkit.notebooks import default_parameters
+    from labkit.questions.registry import default_parameters
 
     def check(module, key: str, load, pick) -> None:
         outcomes = []
@@ -79,7 +79,7 @@ def same_twice(tmp_path, monkeypatch, shared_standin):
             outcomes.append({run.name: module.train_and_test(run, data, torch.device("cpu"))
                              for run in pick(module.plan(P))})
         first, second = outcomes
-        from labkit.experiments import summarize
+        from labkit.questions.experiments import summarize
         timing = ["train_seconds", "train_images_per_second"]
         tables = [summarize({name: [o] for name, o in attempt.items()}, key).drop(columns=timing)
                   for attempt in outcomes]
@@ -97,7 +97,7 @@ def same_twice(tmp_path, monkeypatch, shared_standin):
 def smoke_report(tmp_path_factory, shared_standin):
     """One end-to-end report with the smoke profile (every notebook, HTML, PDF, index) under a throwaway root,
     shared by the report and notebook tests so each notebook runs once per session."""
-    from labkit.report import make_report
+    from labkit.report.pipeline import make_report
     root = make_root(tmp_path_factory.mktemp("smoke-root"), shared_standin)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LABKIT_ROOT", str(root))  # the kernels inherit it
@@ -107,7 +107,7 @@ def smoke_report(tmp_path_factory, shared_standin):
 
 @pytest.fixture
 def chromium():
-    from labkit.report import find_chromium
+    from labkit.report.pipeline import find_chromium
     path = find_chromium()
     if not path:
         pytest.skip("no Chromium on this machine (make test installs Debian's chromium where it runs as root)")

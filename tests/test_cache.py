@@ -7,7 +7,7 @@ import pytest
 
 from labkit import cache, cli
 from labkit.params import ParameterError
-from labkit.sharing import run_lock
+from labkit.training.sharing import run_lock
 
 DAY = 86400
 KEY = "0123456789abcdef"
@@ -114,8 +114,8 @@ def test_a_used_checkpoint_is_not_old(isolated_root):
     import torch
     from labkit.data import Batches
     from labkit.models import SmallCNN
-    from labkit.optim import make_optimizer
-    from labkit.train import fit
+    from labkit.training.optim import make_optimizer
+    from labkit.training.loop import fit
 
     path = isolated_root / "data" / "cache" / "checkpoints" / f"q3-adam-{KEY}.pt"
     images, labels = torch.zeros(8, 3, 8, 8, dtype=torch.uint8), torch.arange(8) % 2

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
 
 from labkit import plots  # noqa: E402
-from labkit.train import History  # noqa: E402
+from labkit.training.loop import History  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
 

@@ -85,15 +85,17 @@ def test_no_module_over_400_lines():
 
 
 def test_every_module_has_its_test_file():
-    """``tests/test_<module>.py``; the data subpackage's modules share ``tests/test_data.py`` except downloads."""
+    """Tests mirror the package: ``labkit/<folder>/<module>.py`` has ``tests/<folder>/test_<module>.py`` and a
+    ground-floor module ``tests/test_<module>.py``. The data loaders, generators and cache share
+    ``tests/data/test_data.py``; the sweep engine's modules are tested together, end to end through real Dask."""
     modules = {p.relative_to(ROOT / "labkit").with_suffix("") for p in (ROOT / "labkit").rglob("*.py")
                if p.stem not in ("__init__", "__main__")}
-    # the sweep engine's three modules are tested together, end to end through real Dask
-    shared = {"cluster": "test_sweep.py", "sweep_point": "test_sweep.py", "sweep_tables": "test_sweep.py"}
-    expected = {m: shared.get(m.name) or (f"test_{m.name}.py" if m.parent.name != "data" or m.name == "download"
-                                          else "test_data.py") for m in modules}
-    missing = sorted(str(m) for m, test in expected.items() if not (ROOT / "tests" / test).exists())
-    assert not missing, f"no tests/test_<module>.py for: {missing}"
+    shared = {"data/core": "data/test_data.py", "data/loaders": "data/test_data.py",
+              "data/synthetic": "data/test_data.py", "sweep/cluster": "sweep/test_engine.py",
+              "sweep/point": "sweep/test_engine.py", "sweep/tables": "sweep/test_engine.py"}
+    expected = {m: shared.get(m.as_posix()) or (m.parent / f"test_{m.name}.py").as_posix() for m in modules}
+    missing = sorted(f"{m} (tests/{test})" for m, test in expected.items() if not (ROOT / "tests" / test).exists())
+    assert not missing, f"no test file for: {missing}"
 
 
 def test_no_file_points_at_files_a_user_does_not_have():

@@ -62,7 +62,7 @@ def test_predictions_npz_holds_every_run_and_seed(tmp_path):
     import torch
 
     from labkit.data import ImageSet
-    from labkit.experiments import Outcome
+    from labkit.questions.experiments import Outcome
     labels = np.array([0, 1, 1, 0, 1])
     test = ImageSet(torch.zeros(5, 3, 2, 2, dtype=torch.uint8), torch.as_tensor(labels), ["cat", "dog"],
                     ids=[f"cat.{i}.jpg" for i in range(5)])

@@ -5,10 +5,10 @@ from labkit import paths
 from labkit.data import Batches
 from labkit.data.synthetic import render_many
 from labkit.models import SmallCNN
-from labkit.optim import make_optimizer
+from labkit.training.optim import make_optimizer
 from labkit.params import ParameterError, Spec
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, run_key
-from labkit.train import fit
+from labkit.training.loop import fit
 
 SPECS = {"lr": Spec(float, min=0.0), "epochs": Spec(int, min=1)}
 
@@ -92,7 +92,7 @@ def test_keep_checkpoints_never_changes_a_run_or_its_key(key, monkeypatch):
     """It goes beside the runs (to fit), so ``-p keep_checkpoints none`` still finds the finished runs."""
     import importlib
 
-    from labkit import notebooks as registry
+    from labkit.questions import registry
     monkeypatch.delenv("LABKIT_ROOT", raising=False)  # the checkout's notebooks
     module = importlib.import_module(registry.MODULES[key])
     plans = [module.plan(module.parameters({**registry.default_parameters(key, "smoke"), "keep_checkpoints": keep}))

@@ -1,0 +1,288 @@
+"""Question 1: STL-10 with a pretrained ResNet-50 — features + SVM, the ImageNet classifier mapped to
+STL-10 (+ "other"), and fine-tuning with frozen layers. The notebook holds parameters, figures, prose."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from labkit import metrics, standin
+from labkit.data import Batches, ImageSet, STL10_CLASSES, load_stl10, stratified_split
+from labkit.data.synthetic import ensure_synthetic
+from labkit.device import seed_everything
+from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
+from labkit.questions.imagenet import IMAGENET_TO_STL10
+from labkit.models import RESNET_STAGES, classifier, resnet
+from labkit.training.optim import OPTIMIZERS, make_optimizer
+from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
+from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, real_data_dir, touch
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.training.loop import fit, predict
+
+# What a run may set; anything it does not set comes from the notebook's parameter of the same name.
+RUN_SPECS = {
+    "feature_layer": Spec(str, ("avgpool", "fc")),
+    "svm_kernel": Spec(str, ("linear", "rbf")),
+    "svm_c": Spec(float, min=1e-6),
+    "freeze_until": Spec(str, RESNET_STAGES),
+    "hidden_units": Spec(int, min=0, note="0: a single linear layer as the new head"),
+    "dropout": Spec(float, min=0.0, max=0.9),
+    "optimizer": Spec(str, OPTIMIZERS),
+    "lr": Spec(float, min=0.0),
+    "batch_size": Spec(int, min=1),
+    "epochs": Spec(int, min=1),
+    "augment": Spec(bool),
+    "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split"),
+}
+PARAM_SPECS = {
+    "weights": Spec(str, note="'standin', 'standin-smoke', 'imagenet' or the path of a ResNet state-dict file"),
+    "arch": Spec(str, ("resnet50", "resnet18")),
+    "synthetic_train_per_class": Spec(int, min=2),
+    "synthetic_test_per_class": Spec(int, min=1),
+    **{k: v for k, v in RUN_SPECS.items() if k not in ("lr", "batch_size", "epochs", "val_fraction")},
+    "runs": Spec(list, note="names: svm, zero_shot, zero_shot_restricted, finetune"),
+}
+# Each method (a run's name) and the settings it uses: its checkpoint and feature keys hold only these.
+BACKBONE = ["weights", "arch", "image_size"]
+METHODS = {
+    "svm": BACKBONE + ["feature_layer", "svm_kernel", "svm_c"],
+    "zero_shot": BACKBONE,
+    "zero_shot_restricted": BACKBONE,
+    "finetune": BACKBONE + ["freeze_until", "hidden_units", "dropout", "optimizer", "lr", "batch_size", "epochs",
+                            "augment", "val_fraction"],
+}
+DETERMINISTIC = ("svm", "zero_shot", "zero_shot_restricted")  # no training seed: one run whatever `seeds` holds
+OTHER = "other"
+OTHER_INDEX = len(STL10_CLASSES)  # the zero-shot rule's extra class
+
+
+def parameters(namespace: dict) -> dict:
+    """The notebook's parameters, validated (unknown names refused)."""
+    return from_notebook(namespace, PARAM_SPECS, "q1")
+
+
+def plan(P: dict) -> dict[str, list[Run]]:
+    """The runs, resolved: method name -> its Runs (one per training seed for fine-tuning, one otherwise)."""
+    for i, run in enumerate(P["runs"]):
+        name = run.get("name") if isinstance(run, dict) else None
+        if name not in METHODS:
+            raise ParameterError(f"runs[{i}]: name={name!r} is not allowed; allowed: {', '.join(METHODS)}")
+        extra = sorted(set(run) - {"name"} - set(METHODS[name]))
+        if extra:
+            raise ParameterError(f"runs[{i}] ({name}): key(s) {', '.join(map(repr, extra))} do not apply to "
+                                 f"{name}; allowed: {', '.join(k for k in METHODS[name] if k in RUN_SPECS)}")
+    defaults = {k: P[k] for keys in METHODS.values() for k in keys}
+    # the method is a setting too: the two zero-shot rules share every other setting but are not one run
+    runs = resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], keys_for=METHODS.__getitem__,
+                        check=lambda name, settings: {"method": name, **settings})
+    return {name: per_seed[:1] if name in DETERMINISTIC else per_seed for name, per_seed in runs.items()}
+
+
+def select(runs: dict[str, list[Run]], *names: str) -> dict[str, list[Run]]:
+    """The planned runs of one part of the notebook (empty when the part is skipped)."""
+    return {name: per_seed for name, per_seed in runs.items() if name in names}
+
+
+@dataclass
+class Data:
+    train: ImageSet  # all training images: the SVM's; fine-tuning carves its validation split from them
+    test: ImageSet
+    source: str
+    split_seed: int
+    key: str  # the identity of the images and the split seed, part of every run's checkpoint key
+
+
+def load_data(data_source: str, data_dir: str | None, train_per_class: int, test_per_class: int,
+              seed: int = 0) -> Data:
+    if data_source == "synthetic":
+        root = Path(data_dir) if data_dir else ensure_synthetic("stl10", train_per_class=train_per_class,
+                                                                test_per_class=test_per_class, seed=0)
+    else:
+        root = Path(data_dir) if data_dir else real_data_dir("stl10")
+    train, test = load_stl10(root, "train"), load_stl10(root, "test")
+    key = data_identity(train, test, seed)
+    return Data(train, test, str(root), seed, key)
+
+
+def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, int], str]:
+    """The pretrained classifier with its source head, its source-class -> STL-10 map, and the
+    source's name ("ImageNet-1k" or the stand-in's synthetic source task)."""
+    model = resnet(arch, weights)
+    n = model.fc.out_features
+    if weights in STANDINS or (weights not in ("imagenet",) and n == len(standin.source_classes())):
+        return model, standin.source_to_stl10(), f"the stand-in's synthetic source task ({n} classes)"
+    if n == 1000:
+        return model, dict(IMAGENET_TO_STL10), "ImageNet-1k (1000 classes)"
+    raise ValueError(f"weights={weights!r}: its classifier has {n} outputs; the zero-shot part needs "
+                     f"ImageNet's 1000 classes (or the stand-in's). Use weights='imagenet' or 'standin'.")
+
+
+def _weights_id(weights: str) -> str:
+    path = Path(weights).expanduser()
+    if weights not in NAMED_WEIGHTS and path.is_file():
+        st = path.stat()
+        return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return weights + (str(standin.SETTINGS[weights]) if weights in STANDINS else "")
+
+
+@torch.no_grad()
+def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, device: torch.device,
+            weights: str, arch: str, batch_size: int = 128) -> dict:
+    """Pooled features (2048-d for ResNet-50) and source-class logits for every image, in one
+    inference pass in fp32, cached under ``data/cache/features/`` keyed by the weights,
+    the image size and the images themselves, so re-running with other SVM settings is instant."""
+    digest = hashlib.sha1(images.numpy().tobytes()).hexdigest()[:16]
+    # fp32 on every device: with logits of 10 to 20, bf16's resolution (about 0.06) could flip near-ties of
+    # the zero-shot argmax over 1,000 classes; the key holds the device type and the precision anyway
+    key = hashlib.sha1(f"{arch}|{_weights_id(weights)}|{image_size}|{digest}|{device.type}|fp32|"
+                       f"{code_fingerprint()}".encode()).hexdigest()[:20]
+    path = cache_dir("features") / f"{arch}-{key}.pt"
+    if path.exists():
+        touch(path)  # its last use, for `python -m labkit cache`
+        return torch.load(path, weights_only=True)
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    pooled = []
+    hook = model.avgpool.register_forward_hook(lambda m, i, o: pooled.append(o.flatten(1).float().cpu()))
+    try:
+        out = predict(model, Batches(images, torch.zeros(len(images), dtype=torch.long), batch_size,
+                                     order="sequential", image_size=image_size, device=device,
+                                     channels_last=True), device, mixed_precision=False)
+    finally:
+        hook.remove()
+    blob = {"avgpool": torch.cat(pooled), "fc": out["logits"]}
+    atomic_torch_save(path, blob)
+    return blob
+
+
+def train_svm(train_x: np.ndarray, train_y: np.ndarray, kernel: str, c: float, seed: int):
+    """Standardised features -> one-vs-rest SVM (one binary SVM per class, as in the original).
+
+    libsvm's exact solver (``SVC``) rather than liblinear's ``LinearSVC``: with more feature
+    dimensions than images (2048 vs a few thousand) liblinear's dual solver converges slowly,
+    while libsvm solves STL-10's 5,000 training images in seconds."""
+    base = SVC(C=c, kernel=kernel, gamma="scale", random_state=seed)
+    model = make_pipeline(StandardScaler(), OneVsRestClassifier(base))
+    return model.fit(train_x, train_y)
+
+
+def zero_shot(logits: torch.Tensor, mapping: dict[int, int], restricted: bool,
+              num_classes: int = OTHER_INDEX) -> np.ndarray:
+    """STL-10 predictions from source-class logits. Original rule: argmax over all source classes,
+    mapped, unmapped -> ``other`` (index ``num_classes``). Restricted rule: argmax over the mapped
+    source classes only (never ``other``)."""
+    target = torch.full((logits.shape[1],), num_classes, dtype=torch.long)
+    for src, tgt in mapping.items():
+        target[src] = tgt
+    if restricted:
+        masked = logits.clone()
+        masked[:, target == num_classes] = float("-inf")
+        return target[masked.argmax(1)].numpy()
+    return target[logits.argmax(1)].numpy()
+
+
+def chosen_probability(logits: torch.Tensor, mapping: dict[int, int], restricted: bool) -> np.ndarray:
+    """The softmax probability of the source class each rule of :func:`zero_shot` picks (the largest of all
+    source classes, or of the mapped ones only)."""
+    probs = logits.float().softmax(1)
+    if restricted:
+        probs = probs[:, sorted(mapping)]
+    return probs.amax(1).numpy()
+
+
+def features(data: Data, run: Run, device: torch.device) -> tuple[dict, dict, dict[int, int], str]:
+    """The backbone's features and source logits for the training and test images (cached), with the
+    source-class map and the source's name."""
+    model, mapping, source_name = source_model(run["arch"], run["weights"])
+    feats = {split: extract(model, getattr(data, split).images, image_size=run["image_size"], device=device,
+                            weights=run["weights"], arch=run["arch"]) for split in ("train", "test")}
+    return feats["train"], feats["test"], mapping, source_name
+
+
+def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+    """One method, named by the run: "svm", "zero_shot", "zero_shot_restricted" or "finetune".
+    ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
+    y_test = data.test.labels.numpy()
+    method = run["method"]
+    if method == "finetune":
+        history, test = finetune(run, data, device, keep_checkpoints)
+        pred = test["predictions"].numpy()
+        ok = history.status == "ok"
+        return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
+                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None},
+                       cost=history.cost(), confidence=test["confidence"].numpy())
+    train, test, mapping, source_name = features(data, run, device)
+    if method == "svm":
+        layer = run["feature_layer"]
+        started = time.perf_counter()
+        svm = train_svm(train[layer].numpy(), data.train.labels.numpy(), run["svm_kernel"], run["svm_c"], run.seed)
+        seconds = time.perf_counter() - started  # the SVM's fit; the cached feature pass is not training
+        pred = svm.predict(test[layer].numpy())
+        roc = metrics.roc_curves(y_test, svm.decision_function(test[layer].numpy()), data.train.classes)
+        return Outcome(run.name, run.settings, run.seed, None, y_test, pred,
+                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX),
+                              "auc_macro": roc["macro"]["auc"], "auc_micro": roc["micro"]["auc"]},
+                       artifacts={"roc": roc, "dim": test[layer].shape[1]},
+                       cost={"train_seconds": seconds, "train_images_per_second": len(data.train) / seconds,
+                             "epochs": None, "updates": None, "torch_threads": None})
+    restricted = method == "zero_shot_restricted"
+    pred = zero_shot(test["fc"], mapping, restricted=restricted)
+    extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
+    return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,
+                   artifacts={"source_name": source_name, "mapped": len(mapping)},
+                   confidence=chosen_probability(test["fc"], mapping, restricted))
+
+
+def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final"):
+    """New 10-way head on the pretrained backbone, frozen up to ``freeze_until``; curves on a validation
+    split carved from train; the test set evaluated once. Returns (history, test predictions)."""
+    seed_everything(run.seed)
+    model = classifier(resnet(run["arch"], run["weights"]), num_classes=OTHER_INDEX, hidden=run["hidden_units"],
+                       freeze_until=run["freeze_until"], dropout=run["dropout"]).to(device)
+    train_idx, val_idx = stratified_split(data.train.labels.numpy(), run["val_fraction"], data.split_seed,
+                                          "val_fraction")
+    tr, va = data.train.subset(train_idx), data.train.subset(val_idx)
+    # channels-last helps ResNet convolutions on CPUs too (about 10 % here), not only on GPUs
+    common = dict(image_size=run["image_size"], device=device, channels_last=True)
+    opt = make_optimizer(run["optimizer"], model.parameters(), run["lr"],
+                         momentum=0.9 if run["optimizer"] == "sgd" else 0.0)
+    history = fit(model, Batches(tr.images, tr.labels, run["batch_size"], augment=run["augment"], seed=run.seed,
+                                 **common),
+                  epochs=run["epochs"], optimizer=opt,
+                  val=Batches(va.images, va.labels, 128, order="sequential", **common) if len(va) else None,
+                  checkpoint=checkpoint_path("q1", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
+                  desc="fine-tune",
+                  channels_last=True)
+    test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device)
+    return history, test
+
+
+def findings(summary, outcomes: dict) -> str:
+    """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
+    from labkit.text import is_number, percent, status_text
+
+    labels = {"svm": "features + SVM", "zero_shot": "zero-shot mapping (original rule)",
+              "zero_shot_restricted": "zero-shot mapping (restricted rule)", "finetune": "fine-tuning"}
+    acc = {k: summary.loc[k, "accuracy"] for k in summary.index}
+    ranked = sorted((k for k in acc if is_number(acc[k])), key=lambda k: -acc[k])
+    lines = ["**Ranking in this run:** " + " > ".join(f"{labels[k]} ({percent(acc[k])})" for k in ranked) + "."]
+    if is_number(acc.get("finetune")) and is_number(acc.get("svm")):
+        verdicts = noise_verdicts(outcomes, ["finetune", "svm"])
+        lines.append(f"Fine-tuning vs the SVM, McNemar's exact test on the same {len(outcomes['svm'][0].y_true)} "
+                     f"test images: {verdict_text(verdicts)}.")
+    flagged = [k for k in summary.index if summary.loc[k, "status"] != "ok"]
+    if flagged:
+        lines.append("Flagged runs: " + ", ".join(f"{labels[k]} ({status_text(summary.loc[k, 'status'])})"
+                                                  for k in flagged) + ".")
+    if "zero_shot" in outcomes and "other_rate" in outcomes["zero_shot"][0].extra:
+        zs = outcomes["zero_shot"][0]
+        lines.append(f"The original rule predicts `other` for {percent(zs.extra['other_rate'])} of the test images "
+                     f"({zs.artifacts['source_name']}).")
+    return "\n\n".join(lines)

@@ -1,0 +1,215 @@
+"""Question 2: Tiny ImageNet (a class subset), a pretrained ResNet-18 fine-tuned with cross-entropy,
+cross-entropy + triplet loss, and cross-entropy + center loss; classification and retrieval metrics."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from labkit import metrics
+from labkit.data import Batches, ImageSet, decode_size, load_tiny_imagenet, stratified_split
+from labkit.data.synthetic import ensure_synthetic
+from labkit.device import seed_everything
+from labkit.questions.experiments import Outcome
+from labkit.training.losses import LOSSES, MINERS, center_term, cross_entropy_term, triplet_term
+from labkit.models import classifier, resnet
+from labkit.training.optim import make_optimizer
+from labkit.params import ParameterError, Spec, from_notebook
+from labkit.paths import real_data_dir
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.training.loop import fit, predict
+
+TINY_IMAGENET_SIZE = 64  # Tiny ImageNet's stored images are 64 x 64
+# What a run may set; anything it does not set comes from the notebook's parameter of the same name.
+RUN_SPECS = {"loss": Spec(str, LOSSES), "loss_weight": Spec(float, min=0.0), "lr": Spec(float, min=0.0),
+             "epochs": Spec(int, min=1), "batch_size": Spec(int, min=2), "margin": Spec(float, min=0.0),
+             "miner": Spec(str, MINERS), "m_per_class": Spec(int, min=2),
+             "center_alpha": Spec(float, min=1e-6, max=1.0), "augment": Spec(bool)}
+PARAM_SPECS = {
+    "weights": Spec(str, note="'standin', 'standin-smoke', 'imagenet' or the path of a ResNet-18 state-dict file"),
+    "num_classes": Spec(int, min=2, max=200),
+    "class_order": Spec(str, ("sorted", "wnids")),
+    "synthetic_train_per_class": Spec(int, min=4),
+    "synthetic_val_per_class": Spec(int, min=1),
+    "margin": RUN_SPECS["margin"],
+    "miner": RUN_SPECS["miner"],
+    "m_per_class": RUN_SPECS["m_per_class"],
+    "center_alpha": RUN_SPECS["center_alpha"],
+    "embedding_method": Spec(str, ("pca", "tsne")),
+    "embedding_classes": Spec(int, min=2),
+    "augment": Spec(bool),
+    "runs": Spec(list),
+}
+
+
+def parameters(namespace: dict) -> dict:
+    """The notebook's parameters, validated (unknown names refused)."""
+    return from_notebook(namespace, PARAM_SPECS, "q2")
+
+
+def plan(P: dict) -> dict[str, list[Run]]:
+    """The runs, resolved: run name -> one Run per training seed."""
+    defaults = {"loss": "ce", "loss_weight": 0.0, **{k: P[k] for k in (
+        "lr", "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
+        "image_size")}}
+    return resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"],
+                        check=lambda name, settings: _check_run(name, settings, P["num_classes"]))
+
+
+def _check_run(name: str, settings: dict, num_classes: int) -> dict:
+    """P x K batches (the triplet run's) need batch_size = P x m_per_class with P distinct classes."""
+    if settings["loss"] != "ce_triplet":
+        return settings
+    batch, m = settings["batch_size"], settings["m_per_class"]
+    if batch % m:
+        raise ParameterError(f"run {name!r}: batch_size={batch} must be a multiple of m_per_class={m} for the "
+                             f"triplet run's P x K batches (e.g. batch_size={max(m, batch // m * m)})")
+    if batch // m > num_classes:
+        raise ParameterError(
+            f"run {name!r}: batch_size={batch} with m_per_class={m} needs {batch // m} classes per batch, but "
+            f"num_classes={num_classes}: use num_classes >= {batch // m}, or batch_size <= {num_classes * m}, "
+            f"or m_per_class >= {-(-batch // num_classes)} (a divisor of batch_size)")
+    return settings
+
+
+@dataclass
+class Data:
+    train: ImageSet  # the training split, minus the validation share
+    val: ImageSet  # carved from train: curves
+    test: ImageSet  # Tiny ImageNet's official val split: evaluated once
+    source: str
+    key: str  # the identity of the three splits, part of every run's checkpoint key
+
+
+def load_data(data_source: str, data_dir: str | None, num_classes: int, class_order: str, image_size: int,
+              train_per_class: int, val_per_class: int, val_fraction: float, seed: int) -> Data:
+    if data_source == "synthetic":
+        root = Path(data_dir) if data_dir else ensure_synthetic(
+            "tiny-imagenet-200", num_classes=num_classes, train_per_class=train_per_class,
+            val_per_class=val_per_class, test_images=5, image_size=TINY_IMAGENET_SIZE, seed=0)
+    else:
+        root = Path(data_dir) if data_dir else real_data_dir("tiny-imagenet-200")
+    size = decode_size(image_size, TINY_IMAGENET_SIZE)
+    train_all = load_tiny_imagenet(root, "train", num_classes, class_order, image_size=size)
+    test = load_tiny_imagenet(root, "val", num_classes, class_order, image_size=size)
+    tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed, "val_fraction")
+    train, val = train_all.subset(tr), train_all.subset(va)
+    key = data_identity(train, val, test)
+    return Data(train, val, test, str(root), key)
+
+
+class PKSampler:
+    """Class-balanced P x K batches: ``batch_size / m_per_class`` classes, ``m_per_class`` images each.
+
+    pytorch-metric-learning's ``MPerClassSampler`` draws them, but from numpy's global generator and while
+    reordering its own label list every epoch, so a resumed run would draw other batches. Here each epoch
+    draws with a fresh sampler from a generator seeded by the run's seed and the epoch (``set_epoch``, which
+    :class:`labkit.data.Batches` calls), like ``Batches``' own shuffle: resumed runs see the same batches.
+    """
+
+    def __init__(self, labels: torch.Tensor, m_per_class: int, batch_size: int, seed: int = 0):
+        if batch_size % m_per_class:
+            raise ValueError(f"batch_size={batch_size} must be a multiple of m_per_class={m_per_class} for "
+                             f"P x K batches")
+        self.labels, self.m_per_class, self.batch_size, self.seed = labels.numpy(), m_per_class, batch_size, seed
+        self.length = (len(labels) // batch_size) * batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        from pytorch_metric_learning.samplers import MPerClassSampler
+        from pytorch_metric_learning.utils import common_functions as c_f
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sampler = MPerClassSampler(self.labels, self.m_per_class, batch_size=self.batch_size,
+                                       length_before_new_iter=self.length)
+        saved = c_f.NUMPY_RANDOM  # the library draws from this module attribute
+        c_f.NUMPY_RANDOM = np.random.RandomState((self.seed * 1_000_003 + self.epoch) % 2**32)
+        try:
+            return iter(list(sampler))
+        finally:
+            c_f.NUMPY_RANDOM = saved
+
+
+def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+    """Fine-tune the pretrained ResNet-18 with the run's loss; curves on validation, the test set once.
+    ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
+    num_classes = len(data.train.classes)
+    seed_everything(run.seed)
+    model = classifier(resnet("resnet18", run["weights"]), num_classes=num_classes).to(device)
+    terms = [cross_entropy_term()]
+    order = "shuffle"
+    if run["loss"] == "ce_triplet":
+        terms.append(triplet_term(run["loss_weight"], run["margin"], run["miner"]))
+        order = PKSampler(data.train.labels, run["m_per_class"], run["batch_size"], seed=run.seed)
+    elif run["loss"] == "ce_center":
+        terms.append(center_term(run["loss_weight"], num_classes, model.head.in_features, run["center_alpha"],
+                                 device))
+    common = dict(image_size=run["image_size"], device=device, channels_last=device.type == "cuda")
+    train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=run["augment"],
+                    seed=run.seed, drop_last=run["loss"] == "ce_triplet", **common)
+    val = Batches(data.val.images, data.val.labels, 256, order="sequential", **common) if len(data.val) else None
+    test = Batches(data.test.images, data.test.labels, 256, order="sequential", **common)
+    opt = make_optimizer("adam", model.parameters(), run["lr"])
+    history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val, loss_terms=terms,
+                  checkpoint=checkpoint_path("q2", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
+                  desc=run.name)
+    p = predict(model, test, device)
+    y, pred = p["labels"].numpy(), p["predictions"].numpy()
+    out = Outcome(run.name, run.settings, run.seed, history, y, pred,
+                  artifacts={"embeddings": p["embeddings"].numpy()}, cost=history.cost(),
+                  confidence=p["confidence"].numpy())
+    if history.status == "ok":
+        out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
+    return out
+
+
+def retrieval(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Precision@1 and MAP@R of the test embeddings retrieving each other (leave-one-out), L2-normalised."""
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+    # Exact k-NN in torch (faiss is an optional extra of pytorch-metric-learning, not needed at this size).
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"),
+                              knn_func=CustomKNN(CosineSimilarity()), device=torch.device("cpu"))
+    emb = F.normalize(embeddings.float(), dim=1)
+    acc = calc.get_accuracy(emb, labels, emb, labels, ref_includes_query=True)
+    return {"precision_at_1": float(acc["precision_at_1"]), "map_at_r": float(acc["mean_average_precision_at_r"])}
+
+
+def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    emb = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    if method == "tsne":
+        return TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(emb) // 4))).fit_transform(emb)
+    return PCA(2, random_state=seed).fit_transform(emb)
+
+
+def findings(summary, outcomes: dict) -> str:
+    """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
+    from labkit.questions.experiments import noise_verdicts, verdict_text
+    from labkit.text import percent
+
+    names = list(summary.index)
+    lines = ["**Test accuracy:** " + ", ".join(f"`{n}` {percent(summary.loc[n, 'accuracy'])}" for n in names) +
+             ". **Retrieval (precision@1 / MAP@R):** " +
+             ", ".join(f"`{n}` {percent(summary.loc[n].get('precision_at_1'))} / "
+                       f"{percent(summary.loc[n].get('map_at_r'))}" for n in names) + "."]
+    flagged = [n for n in names if summary.loc[n, "status"] != "ok"]
+    if flagged:
+        lines.append("Flagged runs: " + ", ".join(f"`{n}` ({summary.loc[n, 'status']})" for n in flagged) + ".")
+    verdicts = noise_verdicts(outcomes, [n for n in names if n in outcomes])
+    if len(verdicts):
+        lines.append("Pairwise (McNemar's exact test on the same test images, Holm-adjusted over the pairs): "
+                     + verdict_text(verdicts) + ".")
+    return "\n\n".join(lines)

@@ -1,0 +1,2 @@
+"""Running notebooks (papermill over private kernels), HTML and PDF, the index page, and comparing two
+reports."""

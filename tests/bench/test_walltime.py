@@ -1,0 +1,68 @@
+"""The full profile's workload, from its parameter files and the real datasets' sizes, and the predicted
+wall time's arithmetic; one rate measured at tiny size on the CPU."""
+import pytest
+import torch
+
+from labkit.bench import walltime as wt
+
+# fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
+pytestmark = pytest.mark.usefixtures("isolated_root")
+
+
+@pytest.fixture(scope="module")
+def passes():
+    return wt.full_profile_passes()
+
+
+def images(passes, notebook, what):
+    return sum(p.images for p in passes if p.notebook == notebook and what in p.what)
+
+
+def test_q1_feature_pass_and_finetuning(passes):
+    # the feature pass runs in fp32 as q1.extract does; training and the tests of trained runs in bf16 on CUDA
+    assert [p.what for p in passes if p.setting.fp32] == ["feature pass (train + test)"]
+    assert images(passes, "q1", "feature pass") == 5_000 + 8_000
+    assert images(passes, "q1", "training") == 5_000 * 5  # val_fraction 0 (the original's data), 5 epochs
+    assert images(passes, "q1", "finetune seed 0: test") == 8_000
+    train = next(p.setting for p in passes if p.what.endswith("training") and p.notebook == "q1")
+    assert (train.arch, train.stored_size, train.image_size, train.batch_size, train.freeze_until) == \
+        ("resnet50", 96, 224, 64, "layer2")
+
+
+def test_q2_runs_on_fifty_classes(passes):
+    train = 50 * 500  # val_fraction 0: all 500 training images per class
+    assert images(passes, "q2", "ce seed 0: training") == train * 12
+    assert images(passes, "q2", "ce_triplet seed 0: training") == train // 64 * 64 * 11  # P x K, drop_last
+    assert images(passes, "q2", "ce_center seed 0: test") == 50 * 50
+    assert {p.setting.stored_size for p in passes if p.notebook == "q2"} == {64}
+
+
+def test_q3_trains_each_distinct_run_once_per_seed(passes):
+    trained = [p for p in passes if p.notebook == "q3" and p.setting.train]
+    # 15 run names; adam_bs64, shuffled and adam_b1_0.9_b2_0.999 are adam's settings again
+    assert len(trained) == 12 * 3
+    assert images(passes, "q3", "sgd_bs1 seed 2: training") == (25_000 - 7_500) * 5  # the whole 70 %
+    assert {p.setting.batch_size for p in trained} == {1, 16, 32, 64, 256}
+
+
+def test_prediction_is_images_over_rates():
+    s = wt.Setting("smallcnn", 16, 16, 4, 2, True)
+    e = wt.Setting("smallcnn", 16, 16, 8, 2, False)
+    passes = [wt.Pass("q3", "a: training", s, 1000), wt.Pass("q3", "a: test", e, 300),
+              wt.Pass("q1", "feature pass", e, 30)]
+    assert wt.predict_seconds(passes, {s: 100.0, e: 300.0}) == {"q3": 11.0, "q1": 0.1}
+    lines = wt.describe(passes, {s: 100.0, e: 300.0})
+    assert lines[0].startswith("  q3: 11 s (1 training run(s): 1,000 training images in all at 100 img/s")
+    assert lines[-1].startswith("  in all: 11 s")
+
+
+def test_a_rate_is_measured_through_fit_and_predict():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = wt.shrink(wt.Setting("resnet18", 64, 224, 64, 50, True, augment=True))
+        assert (s.stored_size, s.image_size, s.batch_size) == (12, 16, 4)  # still upsampled on the device
+        kw = dict(device=torch.device("cpu"), steps=1, min_images=4, repeats=1)
+        assert wt.measure_rate(s, **kw) > 0 and wt.measure_rate(wt._eval(s, 4), **kw) > 0
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,177 @@
+"""What every notebook does with its runs: train each distinct run once, summarise over seeds with a
+Wilson interval beside the original's number, record to metrics.json, compare pairs with McNemar."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from labkit import metrics
+from labkit.questions.experiments import Outcome, Runner, failure_note, noise_verdicts, plottable, pretty, record, summarize
+from labkit.results import Results
+from labkit.runs import Run
+from labkit.training.loop import History
+
+
+def outcome(name, correct, n=10, seed=0, diverged=False, **extra):
+    """A run whose first ``correct`` of ``n`` test predictions are right."""
+    y_true = np.arange(n) % 3
+    y_pred = np.where(np.arange(n) < correct, y_true, (y_true + 1) % 3)
+    history = History(status="diverged" if diverged else "ok")
+    return Outcome(name, {"lr": 1e-3}, seed, history, y_true, y_pred, extra)
+
+
+def test_outcome_accuracy():
+    assert outcome("a", 7).accuracy == 0.7
+    assert outcome("a", 7, diverged=True).accuracy is None
+    assert Outcome("a", {}, 0, None, np.array([]), np.array([])).accuracy is None
+
+
+def test_summarize_over_seeds():
+    table = summarize({"adam": [outcome("adam", 8, macro_f1=0.75), outcome("adam", 6, seed=1, macro_f1=0.65)],
+                       "sgd": [outcome("sgd", 9, macro_f1=None)]}, "q3", chance=0.1)
+    assert list(table.index) == ["adam", "sgd"]
+    assert list(table.columns) == ["accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original",
+                                   "error", "train_seconds", "train_images_per_second", "epochs", "updates",
+                                   "torch_threads",
+                                   "macro_f1"]
+    adam = table.loc["adam"]
+    assert adam["accuracy"] == pytest.approx(0.7) and adam["seeds"] == 2
+    assert adam["std_over_seeds"] == pytest.approx(np.std([0.8, 0.6], ddof=1)) == pytest.approx(0.141421, abs=1e-6)
+    assert (adam["ci_low"], adam["ci_high"]) == metrics.wilson_interval(7, 10)  # the mean, on the test set's n
+    assert adam["ci_low"] == pytest.approx(0.3968, abs=1e-4) and adam["ci_high"] == pytest.approx(0.8922, abs=1e-4)
+    assert adam["status"] == "ok" and adam["original"] == 0.8233 and adam["macro_f1"] == pytest.approx(0.7)
+    sgd = table.loc["sgd"]
+    assert sgd["accuracy"] == 0.9 and sgd["seeds"] == 1 and pd.isna(sgd["std_over_seeds"])  # missing: NaN
+    assert sgd["original"] == 0.6394 and pd.isna(sgd["macro_f1"])
+
+
+def test_summarize_status_and_missing_numbers():
+    table = summarize({"low": [outcome("low", 1)],
+                       "half_diverged": [outcome("half_diverged", 9), outcome("half_diverged", 0, 10, 1, True)],
+                       "diverged": [outcome("diverged", 5, diverged=True)]}, "q9", chance=0.5)
+    assert table.loc["low", "status"] == "below_chance"  # 10 %, the whole interval below 50 %
+    half = table.loc["half_diverged"]
+    assert half["status"] == "diverged" and half["accuracy"] == 0.9  # the seed that finished
+    gone = table.loc["diverged"]
+    assert gone["status"] == "diverged" and pd.isna(gone["accuracy"]) and pd.isna(gone["ci_low"])
+    assert table["original"].isna().all()  # no original number for an unknown notebook
+
+
+def test_record_writes_every_summarised_run(tmp_path):
+    adam = outcome("adam", 8, macro_f1=0.75)
+    adam.cost = {"torch_threads": 2}  # trained with 2 threads (its share of a shared CPU)
+    table = summarize({"adam": [adam], "sgd": [outcome("sgd", 3, macro_f1=None)],
+                       "broken": [outcome("broken", 0, diverged=True, macro_f1=None)]}, "q3", chance=0.5)
+    results = Results("q3", "smoke", "none", "cpu", {}, tmp_path)
+    record(results, table)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    runs = written["runs"]
+    # the thread count goes beside the run: a run's own entry keeps the contract's keys (metrics are fractions)
+    assert written["torch_threads_per_run"] == {"adam": 2}
+    low, high = metrics.wilson_interval(8, 10)
+    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None}
+    # 8 of 10 against chance 0.5: the interval (0.49-0.94) holds chance, so the run is at chance
+    assert runs["adam"] == {"accuracy": 0.8, "status": "at_chance", "accuracy_ci_low": low, "accuracy_ci_high": high,
+                            **no_cost, "macro_f1": 0.75}
+    assert runs["sgd"]["status"] == "at_chance" and runs["sgd"]["macro_f1"] is None
+    assert runs["broken"] == {"accuracy": None, "status": "diverged", "accuracy_ci_low": None,
+                              "accuracy_ci_high": None, **no_cost, "macro_f1": None}
+
+
+def test_pretty_columns_and_flags():
+    table = summarize({"adam": [outcome("adam", 8)], "sgd_bs1": [outcome("sgd_bs1", 1)],
+                       "broken": [outcome("broken", 0, diverged=True)]}, "q3", chance=0.5)
+    view = pretty(table)
+    assert list(view.columns) == ["ours (%)", "95 % CI", "original report (%)", "train time (s)", "status"]
+    low, high = metrics.wilson_interval(8, 10)
+    assert view.loc["adam"].tolist() == ["80.00", f"{100 * low:.2f}-{100 * high:.2f}", "82.33", "", "AT CHANCE"]
+    assert view.loc["sgd_bs1"].tolist()[2:] == ["43.24", "", "BELOW CHANCE"]
+    assert view.loc["broken"].tolist() == ["", "", "", "", "DIVERGED"]  # no number, and no original for it
+    several = pretty(summarize({"adam": [outcome("adam", 8), outcome("adam", 6, seed=1)]}, "q3", chance=0.5))
+    assert list(several.columns) == ["ours (%)", "95 % CI", "std over seeds", "original report (%)",
+                                     "train time (s)", "status"]
+    assert several.loc["adam", "std over seeds"] == "14.14"
+
+
+def test_noise_verdicts_with_known_mcnemar_p_values():
+    y = np.zeros(10, dtype=int)
+
+    def run(name, wrong, diverged=False):
+        pred = np.where(np.arange(10) < wrong, 1, 0)
+        return [Outcome(name, {}, 0, History(status="diverged" if diverged else "ok"), y, pred)]
+
+    outcomes = {"a": run("a", 0), "b": run("b", 6), "c": run("c", 2), "d": run("d", 0, diverged=True)}
+    table = noise_verdicts(outcomes, ["a", "b", "c", "d"])
+    assert list(table.columns) == ["run A", "run B", "accuracy A", "accuracy B", "McNemar p", "Holm p",
+                                   "real in seeds", "verdict"]
+    assert table[["run A", "run B"]].values.tolist() == [["a", "b"], ["a", "c"], ["b", "c"]]  # d diverged
+    # a right and b wrong on 6 images, never the other way: exact two-sided p = 2 x 0.5^6
+    raw = [2 * 0.5 ** 6, 2 * 0.5 ** 2, 2 * 0.5 ** 4]
+    assert table["McNemar p"].tolist() == pytest.approx(raw)
+    # Holm over the three pairs: smallest x 3, next x 2 (kept monotone), largest x 1
+    assert table["Holm p"].tolist() == pytest.approx([3 * raw[0], raw[1], 2 * raw[2]])
+    assert table["verdict"].tolist() == ["within noise"] * 3  # 0.094 after correction: not below 0.05
+    assert table.loc[0, ["accuracy A", "accuracy B"]].tolist() == [1.0, 0.4]
+    assert noise_verdicts(outcomes, ["a"]).empty
+
+
+def test_a_verdict_needs_a_majority_of_seeds():
+    y = np.zeros(20, dtype=int)
+
+    def seeds(name, wrongs):
+        return [Outcome(name, {}, k, History(), y, np.where(np.arange(20) < w, 1, 0)) for k, w in enumerate(wrongs)]
+
+    table = noise_verdicts({"a": seeds("a", [0, 0, 0]), "b": seeds("b", [9, 9, 1])}, ["a", "b"])
+    assert table.loc[0, "real in seeds"] == "2 of 3" and table.loc[0, "verdict"] == "real difference"
+    assert table.loc[0, "McNemar p"] == pytest.approx([2 * 0.5 ** 9, 2 * 0.5 ** 9, 1.0])
+    table = noise_verdicts({"a": seeds("a", [0, 0, 0]), "b": seeds("b", [9, 1, 1])}, ["a", "b"])
+    assert table.loc[0, "verdict"] == "within noise"  # 1 of 3 seeds
+
+
+def test_equal_settings_train_once():
+    calls = []
+
+    def train(run):
+        calls.append(run.name)
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0})
+
+    runner = Runner(train)
+    out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
+                  "other_seed": [Run("other_seed", {"lr": 1}, 1)]})
+    assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
+    assert out["adam_bs64"][0].y_pred is out["adam"][0].y_pred
+    out["adam_bs64"][0].extra["macro_f1"] = 0.0  # each name's record is its own
+    assert out["adam"][0].extra == {"macro_f1": 1.0}
+    runner({"adam_again": [Run("adam_again", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]})
+    assert calls == ["adam", "other_seed", "sgd"]  # the runner remembers across parts of a notebook
+    assert runner({}) == {}
+    assert isinstance(summarize(out, "q3", 0.5), pd.DataFrame)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")],
+                         ids=["OutOfMemoryError", "RuntimeError"])
+def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(error, capsys):
+    def train(run):
+        if run.name == "big":
+            raise error
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0, 1]), np.array([0, 1]))
+
+    out = Runner(train)({"big": [Run("big", {"batch_size": 256}, 0)], "small": [Run("small", {"batch_size": 32}, 0)]})
+    assert out["big"][0].error == (f"{type(error).__name__}: CUDA out of memory. Tried to allocate 2.00 GiB (out of "
+                                   f"memory at batch_size=256: try a smaller batch_size)")
+    assert out["big"][0].accuracy is None and out["small"][0].accuracy == 1.0  # the other runs go on
+    table = summarize(out, "q3", 0.5)
+    assert table.loc["big", "status"] == "failed" and table.loc["small", "status"] != "failed"
+    assert "out of memory" in capsys.readouterr().err  # the traceback, for whoever reads the log
+
+
+def test_figures_leave_failed_runs_out_and_name_them():
+    failed = Outcome("sgd", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: out of memory")
+    part = {"adam": [outcome("adam", 8)], "sgd": [failed], "broken": [outcome("broken", 0, diverged=True)]}
+    assert list(plottable(part)) == ["adam", "broken"]  # a diverged run still has curves to show
+    assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
+                                  "`sgd`: RuntimeError: out of memory.")
+    assert failure_note({"adam": [outcome("adam", 8)]}) == ""

@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from labkit.questions import q1_transfer as q1
+from labkit.questions.registry import default_parameters
+from labkit.params import ParameterError
+
+
+def test_zero_shot_rules():
+    logits = torch.tensor([[0.0, 5.0, 1.0, 0.0], [3.0, 0.0, 1.0, 0.0]])
+    mapping = {0: 2, 2: 7}  # source 0 -> car, 2 -> monkey; 1 and 3 unmapped
+    assert q1.zero_shot(logits, mapping, restricted=False).tolist() == [10, 2]  # 10 = other
+    assert q1.zero_shot(logits, mapping, restricted=True).tolist() == [7, 2]
+
+
+def test_smoke_notebook_writes_every_run(smoke_report):
+    root, _ = smoke_report
+    metrics = json.loads((root / "q1" / "metrics.json").read_text())
+    assert set(metrics["runs"]) == {"svm", "zero_shot", "zero_shot_restricted", "finetune"}
+    assert metrics["weights"] == "standin-smoke"  # the smoke profile's seconds-size stand-in
+    assert "NOT ImageNet" in (root / "q1" / "q1_stl10_transfer.report.html").read_text()
+
+
+def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
+    """Demo-sized synthetic STL-10 with the demo's stand-in (ResNet-18): both trained approaches beat chance (10 %)."""
+    P = q1.parameters(default_parameters("q1"))
+    data = q1.load_data("synthetic", None, 30, 30)
+    runs = q1.plan({**P, "runs": [{"name": "svm"}, {"name": "finetune"}]})
+    out = {name: q1.train_and_test(per_seed[0], data, torch.device("cpu")) for name, per_seed in runs.items()}
+    # The demo's floors (issue goals: >= 70 %) with a wide margin: the demo measured about 95 % for both on these
+    # 300 test images, whose 95 % interval is about ±2.5 points, so 0.7 fails only if transfer really broke.
+    assert out["svm"].accuracy > 0.7 and out["finetune"].accuracy > 0.7, out
+
+
+def test_runs_select_methods_and_refuse_what_does_not_apply():
+    P = q1.parameters(default_parameters("q1"))
+    assert list(q1.plan({**P, "runs": [{"name": "svm", "svm_c": 1.0}]})) == ["svm"]
+    assert q1.plan({**P, "runs": []}) == {}
+    planned = q1.plan({**P, "seeds": [0, 1], "runs": [{"name": "zero_shot"}, {"name": "finetune", "lr": 0.1}]})
+    assert len(planned["zero_shot"]) == 1 and len(planned["finetune"]) == 2  # deterministic methods run once
+    assert planned["finetune"][1]["lr"] == 0.1 and "svm_c" not in planned["finetune"][0].settings
+    with pytest.raises(ParameterError, match="name='knn' is not allowed"):
+        q1.plan({**P, "runs": [{"name": "knn"}]})
+    with pytest.raises(ParameterError, match="'lr' do not apply to svm"):
+        q1.plan({**P, "runs": [{"name": "svm", "lr": 0.1}]})
+
+
+def test_features_are_cached(isolated_root):
+    data = q1.load_data("synthetic", None, 2, 1)
+    model, _, _ = q1.source_model("resnet18", "standin")
+    args = dict(image_size=32, device=torch.device("cpu"), weights="standin", arch="resnet18")
+    first = q1.extract(model, data.test.images, **args)
+    model.fc.weight.data.zero_()  # a cache hit must not run the model again
+    second = q1.extract(model, data.test.images, **args)
+    assert torch.equal(first["fc"], second["fc"]) and first["avgpool"].shape == (10, 512)
+    assert not np.allclose(second["fc"].numpy(), 0)
+
+
+def test_same_seed_same_numbers_with_caches_cleared(same_twice):
+    same_twice(q1, "q1", lambda P: q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"],
+                                                P["synthetic_test_per_class"], P["seed"]),
+               lambda plan: [plan["svm"][0], plan["finetune"][0]])
+
+
+def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
+    """The zero-shot argmax over 1,000 logits hinges on near-ties that bf16 could flip: the pass asks predict
+    for fp32 on every device."""
+    asked = []
+    real = q1.predict
+    monkeypatch.setattr(q1, "predict", lambda *a, **kw: asked.append(kw.get("mixed_precision")) or real(*a, **kw))
+    data = q1.load_data("synthetic", None, 2, 1)
+    model, _, _ = q1.source_model("resnet18", "standin-smoke")
+    q1.extract(model, data.test.images, image_size=32, device=torch.device("cpu"), weights="standin-smoke",
+               arch="resnet18")
+    assert asked == [False]
+
+
+def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):
+    P = q1.parameters({**default_parameters("q1", "smoke"), "val_fraction": 0.0, "arch": "resnet18"})
+    data = q1.load_data("synthetic", None, P["synthetic_train_per_class"], P["synthetic_test_per_class"])
+    (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]
+    out = q1.train_and_test(run, data, torch.device("cpu"))
+    assert out.history.images == len(data.train) * run["epochs"]  # every training image, every epoch
+    assert all(e.get("val_loss") is None for e in out.history.epochs)  # no validation curve

@@ -1,0 +1,80 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from labkit.questions import q3_optimizers as q3
+from labkit.questions.registry import NOTEBOOKS, default_parameters
+from labkit.params import ParameterError
+
+Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "adam_bs64", "shuffled", "sorted",
+           "full_batch", "adam_b1_0.0_b2_0.0", "adam_b1_0.5_b2_0.999", "adam_b1_0.9_b2_0.99",
+           "adam_b1_0.9_b2_0.999", "adam_b1_0.99_b2_0.999"}
+
+
+def test_smoke_notebook_writes_every_run(smoke_report):
+    root, _ = smoke_report
+    metrics = json.loads((root / "q3" / "metrics.json").read_text())
+    assert set(metrics["runs"]) == Q3_RUNS
+    assert metrics["profile"] == "smoke" and metrics["finished"]
+    for name, run in metrics["runs"].items():
+        assert run["status"] in ("ok", "at_chance", "below_chance", "diverged"), name  # smoke: a few images
+        assert run["accuracy"] is None or 0 <= run["accuracy"] <= 1
+    # equal settings are trained once and recorded under both names
+    assert metrics["runs"]["adam_bs64"] == metrics["runs"]["adam"]
+
+
+def test_demo_sized_adam_beats_chance(isolated_root):
+    """The demo's data and Adam settings (from the notebook's defaults) learn the synthetic task."""
+    P = q3.parameters(default_parameters("q3"))
+    splits = q3.load_data("synthetic", None, 32, 400, 0.3, 0.15, 0)
+    assert len(splits.data.skipped) == 3 and len(splits.test) == 240
+    (run,) = q3.plan(P)["optimizers"]["adam"]
+    acc = q3.train_and_test(run, splits, torch.device("cpu")).accuracy
+    assert acc > 0.65, acc  # chance is 0.5; the test split has 240 images
+
+
+def test_empty_parts_are_skipped_and_betas_checked():
+    P = q3.parameters(default_parameters("q3"))
+    planned = q3.plan({**P, "runs_batch_sizes": [], "runs_order": [], "runs_betas": []})
+    assert planned["batch_sizes"] == planned["order"] == planned["betas"] == {} and len(planned["optimizers"]) == 4
+    with pytest.raises(ParameterError, match="betas"):
+        q3.plan({**P, "runs_betas": [{"name": "bad", "betas": [0.9, 1.0]}]})
+
+
+def test_q3_notebook_is_known_to_the_report():
+    assert NOTEBOOKS["q3"] == "q3_dogs_vs_cats_optimizers.ipynb"
+
+
+def test_same_seed_same_numbers_with_caches_cleared(same_twice):
+    same_twice(q3, "q3",
+               lambda P: q3.load_data(
+                   P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"], P["test_fraction"],
+                   P["val_fraction"], P["seed"]),
+               lambda plan: [plan["optimizers"]["sgd_bs1"][0],
+                              plan["optimizers"]["adam"][0],
+                              plan["order"]["full_batch"][0]])
+
+
+def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
+    P = q3.parameters({**default_parameters("q3", "smoke"), "val_fraction": 0.0})
+    splits = q3.load_data(P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"],
+                          P["test_fraction"], P["val_fraction"], P["seed"])
+    assert len(splits.val) == 0 and len(splits.train) + len(splits.test) == len(splits.data)
+    out = q3.train_and_test(q3.plan(P)["optimizers"]["adam"][0], splits, torch.device("cpu"))
+    assert out.history.epochs and all("val_accuracy" not in e for e in out.history.epochs)
+    assert out.cost["epochs"] == len(out.history.epochs) and out.cost["train_images_per_second"] > 0
+    assert out.history.images == len(splits.train) * len(out.history.epochs)  # every training image, each epoch
+
+
+def test_the_original_spread_is_judged_against_two_runs_noise():
+    """The original's 0.96-point batch-size spread on 7,500 test images is inside the 1.2 points two
+    independent runs may differ by (1.96 · √2 · SE), so its ranking is within noise."""
+    assert q3.two_run_yardstick(0.5, 10_000) == pytest.approx(1.96 * np.sqrt(2) * 0.005)
+    y = np.arange(200) % 2
+    runs = {name: [q3.Outcome(name, {}, 0, None, y, np.where(np.arange(200) < k, y, 1 - y))]
+            for name, k in (("adam_bs16", 170), ("adam_bs32", 168), ("adam_bs64", 166))}
+    text = q3.batch_size_verdict(runs)
+    assert "every pairwise difference is **within noise**" in text
+    assert "span 0.96 percentage points, less than the 1.2 points" in text and "is within noise too" in text

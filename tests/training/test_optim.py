@@ -1,0 +1,76 @@
+"""The optimizer factory: the names the questions compare, only trainable parameters, every setting in the
+optimizer's param_groups, fused kernels where the device has them."""
+import pytest
+import torch
+import torch.nn as nn
+
+from labkit.training.optim import OPTIMIZERS, make_optimizer
+
+
+def model_with_a_frozen_layer() -> nn.Sequential:
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def test_names():
+    assert OPTIMIZERS == ("sgd", "adam")
+    params = list(nn.Linear(2, 2).parameters())
+    assert type(make_optimizer("sgd", params, 0.1)) is torch.optim.SGD
+    assert type(make_optimizer("adam", params, 0.1)) is torch.optim.Adam
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_frozen_parameters_are_left_out(name):
+    model = model_with_a_frozen_layer()
+    opt = make_optimizer(name, model.parameters(), 0.1)  # a generator, as models give them
+    (group,) = opt.param_groups
+    assert [id(p) for p in group["params"]] == [id(p) for p in model[2].parameters()]
+    frozen = model[0].weight.detach().clone()
+    trained = model[2].weight.detach().clone()
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    assert torch.equal(model[0].weight, frozen) and not torch.equal(model[2].weight, trained)
+
+
+def test_sgd_settings_reach_the_param_groups():
+    (group,) = make_optimizer("sgd", nn.Linear(2, 2).parameters(), 0.05, momentum=0.9, weight_decay=1e-4).param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"], group["nesterov"]) == (0.05, 0.9, 1e-4, False)
+    (plain,) = make_optimizer("sgd", nn.Linear(2, 2).parameters(), 0.05).param_groups
+    assert plain["momentum"] == 0.0 and plain["weight_decay"] == 0.0
+
+
+def test_adam_settings_reach_the_param_groups():
+    (group,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-3, betas=[0.5, 0.99],  # a list, as YAML gives
+                              weight_decay=0.01).param_groups
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-3, (0.5, 0.99), 0.01)
+    (default,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-3, momentum=0.9).param_groups
+    assert default["betas"] == (0.9, 0.999) and "momentum" not in default  # momentum is SGD's
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_fused_on_the_cpu(name):
+    opt = make_optimizer(name, nn.Linear(2, 2).parameters(), 0.1)
+    assert opt.defaults["fused"] is True
+
+
+def test_falls_back_where_there_is_no_fused_kernel(monkeypatch):
+    real = torch.optim.Adam
+    calls = []
+
+    def adam(params, **kw):
+        calls.append(kw.get("fused"))
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported "
+                               "devices")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam)
+    opt = make_optimizer("adam", nn.Linear(2, 2).parameters(), 0.1, betas=(0.8, 0.9))
+    assert calls == [True, None] and not opt.defaults["fused"] and opt.param_groups[0]["betas"] == (0.8, 0.9)
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match=r"^optimizer='adamw' is not allowed; allowed: sgd, adam$"):
+        make_optimizer("adamw", nn.Linear(2, 2).parameters(), 0.1)
