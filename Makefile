@@ -31,8 +31,15 @@ test: setup system-deps
 report: setup system-deps
 	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
 
+# JupyterLab refuses to start as root (Docker containers, cloud VMs) unless told --allow-root: given there only.
+# jupyter_config/ holds the project's JupyterLab defaults (no news pop-up over the notebooks); the user's own
+# settings in ~/.jupyter still win. LAB_ARGS go to JupyterLab as they are, e.g. for another machine:
+#   make lab LAB_ARGS="--ip 0.0.0.0 --port 8890"
+LAB_ARGS ?=
+LAB_AS_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: setup
-	cd notebooks && ../$(VENV)/bin/jupyter lab
+	cd notebooks && JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter_config$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+	  ../$(VENV)/bin/jupyter lab $(LAB_AS_ROOT) $(LAB_ARGS)
 
 DATASETS ?= stl10,tiny-imagenet-200,dogs-vs-cats
 data: setup

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from labkit.data import Batches, ImageSet, load_dogs_vs_cats, stratified_split
@@ -99,6 +100,17 @@ def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic
     train, val = train_val[tr], train_val[va]
     key = data_identity(data, train.tolist(), val.tolist(), test.tolist())
     return Splits(data, train, val, test, str(root), key)
+
+
+def split_counts(splits: Splits) -> pd.DataFrame:
+    """Images per class (rows, in the dataset's class order) and split (train, validation, test), as ints.
+    Counted over every class, so an empty split (``val_fraction: 0``) shows 0s rather than NaN."""
+    d = splits.data
+    labels = d.labels.numpy()
+    return pd.DataFrame({split: np.bincount(labels[idx], minlength=len(d.classes)).astype(int)
+                         for split, idx in (("train", splits.train), ("validation", splits.val),
+                                            ("test", splits.test))},
+                        index=pd.Index(d.classes, name="class"))
 
 
 def train_and_test(run: Run, splits: Splits, device: torch.device, keep_checkpoints: str = "final") -> Outcome:

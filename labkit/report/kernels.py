@@ -2,8 +2,10 @@
 
 Over TCP, ipykernel warns on the terminal, in every notebook run, that its traffic is not encrypted; Unix
 sockets in a private temporary folder are reachable by this user only, so the warning has no cause (the
-kernel's other messages still reach the terminal). Used by the report, by every sweep point on its worker
-and by the sweep benchmark's papermill baseline. Kept light: jupyter_client is imported inside.
+kernel's other messages still reach the terminal). At shutdown they are not sent the SIGINT that
+jupyter_client sends first, which printed a false "ERROR | KeyboardInterrupt caught in kernel." (see below).
+Used by the report, by every sweep point on its worker and by the sweep benchmark's papermill baseline.
+Kept light: jupyter_client is imported inside.
 """
 from __future__ import annotations
 
@@ -30,6 +32,16 @@ def kernel_manager_class(sockets: Path):
         @default("ip")
         def _ip_default(self):  # absolute: the default is relative to the cwd, i.e. inside notebooks/
             return str(sockets / "kernel")
+
+        async def _async_interrupt_kernel(self):
+            # jupyter_client sends SIGINT before every shutdown_request. Papermill's last message before
+            # the shutdown is a kernel_info_request; when the signal lands after its reply but before the
+            # kernel has left that request's handler (a busy machine), ipykernel logs "ERROR |
+            # KeyboardInterrupt caught in kernel." for a notebook that ran fine. At shutdown the kernel is
+            # asked to stop without it; a kernel still busy (a timed-out cell) gets SIGTERM, then SIGKILL,
+            # within shutdown_wait_time. Interrupts asked for by name (interrupt_kernel) are unchanged.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
 
     return UnixSocketKernelManager
 

@@ -68,6 +68,18 @@ def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
     assert out.history.images == len(splits.train) * len(out.history.epochs)  # every training image, each epoch
 
 
+def test_split_counts_are_ints_with_0_for_an_empty_validation_split():
+    """val_fraction 0 (the full profiles) leaves the validation split empty: its column shows 0, not NaN,
+    and a class missing from one split counts 0 there too."""
+    data = q3.ImageSet(torch.zeros(7, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1, 0, 0, 0]),
+                       ["cat", "dog"])
+    splits = q3.Splits(data, np.array([0, 1, 2, 3]), np.array([], dtype=np.int64), np.array([4, 5, 6]), "", "")
+    counts = q3.split_counts(splits)
+    assert list(counts.columns) == ["train", "validation", "test"] and list(counts.index) == ["cat", "dog"]
+    assert counts.to_dict("list") == {"train": [2, 2], "validation": [0, 0], "test": [3, 0]}
+    assert all(dtype.kind == "i" for dtype in counts.dtypes) and not counts.isna().any().any()
+
+
 def test_the_original_spread_is_judged_against_two_runs_noise():
     """The original's 0.96-point batch-size spread on 7,500 test images is inside the 1.2 points two
     independent runs may differ by (1.96 · √2 · SE), so its ranking is within noise."""
