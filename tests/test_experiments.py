@@ -175,3 +175,13 @@ def test_figures_leave_failed_runs_out_and_name_them():
     assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
                                   "`sgd`: RuntimeError: out of memory.")
     assert failure_note({"adam": [outcome("adam", 8)]}) == ""
+
+
+def test_holm_keeps_its_running_maximum_on_non_monotone_inputs():
+    """p = 0.01 0.04 0.03 0.005 (m = 4), sorted 0.005 0.01 0.03 0.04, times 4 3 2 1: 0.02 0.03 0.06 0.04; the
+    largest is not allowed below the one before it (step-down: running maximum), so 0.04 -> 0.06."""
+    from labkit.experiments import holm
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1.0 (capped at 1), then max(1.0, 0.6)
+    assert holm([0.2, 0.01, 0.3]) == pytest.approx([0.4, 0.03, 0.4])  # 0.03, 0.4, max(0.4, 0.3)
+    assert holm([0.04]) == [0.04] and holm([]) == []
