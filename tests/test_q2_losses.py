@@ -10,6 +10,53 @@ from labkit.notebooks import default_parameters
 from labkit.params import ParameterError
 
 
+def _on_the_circle(degrees, lengths=None):
+    rad = np.radians(degrees)
+    emb = np.c_[np.cos(rad), np.sin(rad)] * (1 if lengths is None else np.asarray(lengths)[:, None])
+    return torch.tensor(emb, dtype=torch.float32)
+
+
+def test_retrieval_by_hand_on_six_points():
+    """Six embeddings on the unit circle (lengths vary: cosine ignores them), each query retrieving the five
+    others by angle. Class 0 at 0, 25, 200 degrees; class 1 at 60, 90, 170. Nearest others: 0 -> 25 (right),
+    25 -> 0 (right), 200 -> 170 (wrong), 60 -> 90 (right), 90 -> 60 (right), 170 -> 200 (wrong): precision@1
+    = 4/6. MAP@R with R = 2 (the other two of each class): 0: [25 right, 60 wrong] -> 1/2; 25: [0 right, 60
+    wrong] -> 1/2; 200: [170, 90 wrong] -> 0; 60: [90 right, 25 wrong] -> 1/2; 90: [60 right, 25 wrong] -> 1/2;
+    170: [200 wrong, 90 right] -> (0 + 1/2) / 2 = 1/4; the mean is 2.25 / 6. A query allowed to retrieve itself
+    would score precision@1 = 1."""
+    emb = _on_the_circle([0, 25, 200, 60, 90, 170], lengths=[1, 3, 0.5, 2, 1, 4])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    got = q2.retrieval(emb, labels)
+    assert got["precision_at_1"] == pytest.approx(4 / 6) and got["map_at_r"] == pytest.approx(2.25 / 6)
+
+
+def _leave_one_out(emb: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Precision@1 and MAP@R by brute force with numpy: every query against every other point."""
+    emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sim = emb @ emb.T
+    p1, ap = [], []
+    for q in range(len(emb)):
+        others = np.array([i for i in range(len(emb)) if i != q])
+        ranked = others[np.argsort(-sim[q, others], kind="stable")]
+        right = labels[ranked] == labels[q]
+        r = int(right.sum())
+        p1.append(float(right[0]))
+        hits = np.cumsum(right[:r])
+        ap.append(float(np.sum(hits / np.arange(1, r + 1) * right[:r]) / r))
+    return float(np.mean(p1)), float(np.mean(ap))
+
+
+def test_retrieval_on_random_embeddings_is_near_chance_and_matches_brute_force():
+    """Random 8-d embeddings of 4 classes: precision@1 near chance (1/4 of the others share a class), far from
+    the 1.0 a query finding itself would give; both figures equal a brute-force leave-one-out count."""
+    rng = np.random.default_rng(5)
+    emb, labels = rng.normal(size=(60, 8)), np.repeat(np.arange(4), 15)
+    got = q2.retrieval(torch.tensor(emb, dtype=torch.float32), torch.tensor(labels))
+    p1, map_r = _leave_one_out(emb, labels)
+    assert got["precision_at_1"] == pytest.approx(p1) and got["map_at_r"] == pytest.approx(map_r, abs=1e-6)
+    assert got["precision_at_1"] < 0.5
+
+
 def test_miner_yields_valid_triplets_on_a_pk_batch():
     from pytorch_metric_learning import miners
     torch.manual_seed(0)
