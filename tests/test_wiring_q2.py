@@ -168,12 +168,11 @@ def test_image_size_reaches_the_network(P, data, monkeypatch):
     assert {s[1:] for s in call["shapes"]} == {(3, 24, 24)}
 
 
-@pytest.mark.parametrize("val_fraction", [0.25, 0.5])
-def test_val_fraction_sizes_the_splits(P, monkeypatch, val_fraction):
+@pytest.mark.parametrize("val_fraction, n_val", [(0.25, 10), (0.5, 20)])  # of 40 (the smoke profile's 0.15: 6)
+def test_val_fraction_sizes_the_splits(P, monkeypatch, val_fraction, n_val):
     data = load(P, val_fraction=val_fraction)
-    n = len(data.train) + len(data.val)
-    assert n == P["num_classes"] * P["synthetic_train_per_class"]
-    assert len(data.val) == pytest.approx(val_fraction * n, abs=P["num_classes"])
+    assert len(data.train) + len(data.val) == P["num_classes"] * P["synthetic_train_per_class"] == 40
+    assert len(data.val) == n_val
     out, call = train(P, data, monkeypatch, loss="ce")
     assert len(call["val"].labels) == len(data.val) and out.history.images == len(data.train)
 
