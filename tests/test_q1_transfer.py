@@ -49,14 +49,19 @@ def test_runs_select_methods_and_refuse_what_does_not_apply():
 
 
 def test_features_are_cached(isolated_root):
+    """The cache, not the backbone, is under test: a ResNet in shape only (no stand-in to pre-train first)."""
+    from conftest import tiny_resnet
     data = q1.load_data("synthetic", None, 2, 1)
-    model, _, _ = q1.source_model("resnet18", "standin")
+    model = tiny_resnet(num_classes=7)
     args = dict(image_size=32, device=torch.device("cpu"), weights="standin", arch="resnet18")
     first = q1.extract(model, data.test.images, **args)
     model.fc.weight.data.zero_()  # a cache hit must not run the model again
+    model.fc.bias.data.zero_()
     second = q1.extract(model, data.test.images, **args)
-    assert torch.equal(first["fc"], second["fc"]) and first["avgpool"].shape == (10, 512)
-    assert not np.allclose(second["fc"].numpy(), 0)
+    assert torch.equal(first["fc"], second["fc"]) and first["avgpool"].shape == (10, 16)
+    assert first["fc"].shape == (10, 7) and not np.allclose(second["fc"].numpy(), 0)
+    other = q1.extract(model, data.test.images, **{**args, "image_size": 40})  # another key: the model runs
+    assert np.allclose(other["fc"].numpy(), 0)
 
 
 def test_same_seed_same_numbers_with_caches_cleared(same_twice):
