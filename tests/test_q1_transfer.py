@@ -30,9 +30,9 @@ def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
     data = q1.load_data("synthetic", None, 30, 30)
     runs = q1.plan({**P, "runs": [{"name": "svm"}, {"name": "finetune"}]})
     out = {name: q1.train_and_test(per_seed[0], data, torch.device("cpu")) for name, per_seed in runs.items()}
-    # The demo's floors (issue goals: >= 70 %) with a wide margin: the demo measured about 95 % for both on these
-    # 300 test images, whose 95 % interval is about ±2.5 points, so 0.7 fails only if transfer really broke.
-    assert out["svm"].accuracy > 0.7 and out["finetune"].accuracy > 0.7, out
+    # The demo measured about 95 % for both on these 300 test images: SE = sqrt(0.95 x 0.05 / 300) = 1.26 points,
+    # so 3 SE below is 91 %; a floor of 0.9 lets test-set noise pass and catches a 5-point regression.
+    assert out["svm"].accuracy > 0.9 and out["finetune"].accuracy > 0.9, out
 
 
 def test_runs_select_methods_and_refuse_what_does_not_apply():
