@@ -22,19 +22,60 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-@functools.cache
-def code_fingerprint() -> str:
-    """A hash of the bytes of every file of the labkit package (code and templates).
+# The code on the path from dataset files to predictions: loaders and generators, models, the stand-in, the
+# training loop, losses, optimizers, and each question's data and training. Every cache and checkpoint key holds
+# its fingerprint. Prose, findings, the original's numbers and claims, the forecast, the report, the CLI,
+# templates and benchmarks are not on it: editing them retrains nothing.
+FINGERPRINTED = ("data/core.py", "data/loaders.py", "data/batches.py", "data/synthetic.py", "device.py", "models.py",
+                 "standin.py", "runs.py", "training/loop.py", "training/checkpoints.py", "training/losses.py",
+                 "training/optim.py", "training/gradflow.py", "training/sharing.py", "questions/contract.py",
+                 "questions/imagenet.py", "questions/q1_transfer.py", "questions/q2_losses.py",
+                 "questions/q3_optimizers.py")
+# Top-level functions and names in those files that only report (sentences, titles, the forecast's passes, 2-D
+# projections for plots): left out of the fingerprint like comments and docstrings.
+REPORTING = {"TITLE", "architecture", "findings", "passes", "describe", "batch_size_verdict", "two_run_yardstick",
+             "best_run", "project_2d"}
 
-    Every cache and checkpoint key holds it, so a changed loss, loop or loader never serves a result
-    that older code produced; the same code and parameters still hit the cache and resume.
-    """
-    package = Path(__file__).resolve().parent
+
+def code_fingerprint() -> str:
+    """A hash of the code on the path from files to predictions (:data:`FINGERPRINTED`), computed once per
+    process. Every cache and checkpoint key holds it, so a changed loss, loop or loader never serves a result
+    that older code produced, while the same code and parameters still hit the cache and resume."""
+    return fingerprint_of(Path(__file__).resolve().parent)
+
+
+@functools.cache
+def fingerprint_of(package: Path) -> str:
+    """:func:`code_fingerprint` of the labkit package in ``package``. Each file counts by its syntax tree without
+    docstrings and :data:`REPORTING` definitions, so comments, docstrings and prose change nothing (a new Python
+    version may print its trees differently: the caches are then rebuilt once)."""
+    import ast
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
-            digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for name in FINGERPRINTED:
+        path = Path(package) / name
+        if not path.is_file():
+            digest.update(f"{name}: missing".encode())
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree.body = [node for node in tree.body if _defines(node) not in REPORTING]
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        digest.update(name.encode() + b"\0" + ast.dump(tree).encode() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def _defines(node) -> str | None:
+    """The name a top-level statement defines (a function, a class, one assigned name), else None."""
+    import ast
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return node.name
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) \
+        else []
+    return targets[0].id if len(targets) == 1 and isinstance(targets[0], ast.Name) else None
 
 
 @functools.cache

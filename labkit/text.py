@@ -1,5 +1,5 @@
 """The few sentences and labels that depend on numbers or settings: percent formatting (one
-definition), the weights banner, a skipped part's note. Fixed prose lives in the notebooks."""
+definition), a skipped part's note, a status in prose. Fixed prose lives in the notebooks."""
 from __future__ import annotations
 
 import math
@@ -21,19 +21,6 @@ def percent(value, digits: int = 1, sign: bool = True) -> str:
     if not is_number(value):
         return "n/a" if sign else ""
     return f"{100 * float(value):.{digits}f}" + (" %" if sign else "")
-
-
-def banner(weights: str, arch: str, extra: str = ""):
-    """The visible box naming the weights in use; stand-in weights are never presented as ImageNet's."""
-    from html import escape
-
-    from IPython.display import HTML
-
-    from labkit.models import describe_weights
-    colour = "#d1e7dd" if weights == "imagenet" else "#fff3cd"
-    text = escape(describe_weights(weights, arch)) + (f"<br>{escape(extra)}" if extra else "")
-    return HTML(f"<div style='background:{colour};border:1px solid #999;padding:0.6em 1em;font-weight:600'>"
-                f"Weights in use: {text}</div>")
 
 
 def skipped(part: str, param: str) -> str:

@@ -112,3 +112,30 @@ def chromium():
     if not path:
         pytest.skip("no Chromium on this machine (make test installs Debian's chromium where it runs as root)")
     return path
+
+
+def tiny_resnet(arch: str = "resnet18", weights: str = "none", width: int = 4, num_classes: int = 1000):
+    """A ResNet in shape only, for tests of what reaches the code rather than of what transfer learns: the
+    submodules labkit uses (conv1, bn1, layer1..layer4 for freezing, avgpool for features, fc for the source
+    head), a few hundred weights, so training at smoke size takes a fraction of a second and nothing
+    (stand-in weights, ImageNet) has to be trained or fetched first."""
+    import torch.nn as nn
+
+    def block(cin, cout, stride=1):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    class TinyResNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width)
+            self.relu, self.maxpool = nn.ReLU(), nn.MaxPool2d(2)
+            self.layer1, self.layer2 = block(width, width), block(width, 2 * width, 2)
+            self.layer3, self.layer4 = block(2 * width, 2 * width), block(2 * width, 4 * width)
+            self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(4 * width, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(self.avgpool(x).flatten(1))
+
+    return TinyResNet()

@@ -109,3 +109,65 @@ def test_difference_intervals_against_hand_computations():
         stats.fisher_exact([[80, 20], [90, 30]]).pvalue)
     assert metrics.mean_interval([0.1, 0.2, 0.3]) == pytest.approx(
         (0.2 - stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3), 0.2 + stats.t.ppf(0.975, 2) * 0.1 / np.sqrt(3)))
+
+
+def test_hand_computed_precision_recall_f1_and_accuracy():
+    """y = 0 0 0 1 1 2, predicted 0 1 2 1 1 1. Class 0: recall 1/3, precision 1/1; class 1: recall 2/2,
+    precision 2/4; class 2: recall 0/1, precision 0/1. F1 = 2PR / (P + R): 1/2, 2/3, 0; macro F1 = 7/18."""
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 1, 2, 1, 1, 1])
+    acc = metrics.accuracy(y, p)
+    assert (acc.value, acc.n) == (0.5, 6)
+    assert (acc.low, acc.high) == pytest.approx((0.1876, 0.8124), abs=1e-4)  # Wilson, 3 of 6
+    rec = metrics.per_class_recall(y, p, ["a", "b", "c"])
+    assert rec["recall"].tolist() == pytest.approx([1 / 3, 1.0, 0.0]) and rec["support"].tolist() == [3, 2, 1]
+    table = metrics.classification_table(y, p, ["a", "b", "c"])
+    assert table.loc[["a", "b", "c"], "precision"].tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert table.loc[["a", "b", "c"], "recall"].tolist() == pytest.approx([1 / 3, 1.0, 0.0])
+    assert table.loc[["a", "b", "c"], "f1-score"].tolist() == pytest.approx([0.5, 2 / 3, 0.0])
+    assert table.loc["accuracy", "f1-score"] == 0.5 and table.loc["accuracy", "support"] == 6
+    assert metrics.macro_f1(y, p, 3) == pytest.approx(7 / 18)
+    assert metrics.majority_share(y) == 0.5
+
+
+def test_wilson_interval_and_chance_status_at_the_boundary():
+    """Wilson's 95 % interval for 60 of 100 is 50.20 %-69.06 % (centre (p + z^2/2n) / (1 + z^2/n), hand
+    computed with z = 1.95996): just above 50 %, so 60 % of 100 beats a coin and 59 % does not; mirrored,
+    40 % is below it and 41 % at chance."""
+    z = 1.959964
+    p, n = 0.6, 100
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert metrics.wilson_interval(60, 100) == pytest.approx((centre - half, centre + half), abs=1e-6)
+    assert metrics.wilson_interval(60, 100) == pytest.approx((0.5020, 0.6906), abs=1e-4)
+    assert metrics.wilson_interval(60, 100, confidence=0.9)[0] > metrics.wilson_interval(60, 100)[0]  # narrower
+    assert [metrics.chance_status(a, 100, 0.5) for a in (0.60, 0.59, 0.41, 0.40)] == \
+        ["ok", "at_chance", "at_chance", "below_chance"]
+    assert metrics.chance_status(0.59, 100, 0.5, confidence=0.9) == "ok"  # 90 %: 51.0 %-66.7 %
+
+
+def test_hand_computed_auc():
+    """Two classes, class-1 scores 0.1 0.6 | 0.4 0.8 0.9 (negatives | positives): 5 of the 6 (positive,
+    negative) pairs are ordered right, AUC 5/6 for each class and for the macro average. Micro: the ten
+    one-vs-rest scores, 21 of 25 pairs ordered right (0.84)."""
+    y = np.array([0, 0, 1, 1, 1])
+    s1 = np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+    curves = metrics.roc_curves(y, np.c_[1 - s1, s1], ["cat", "dog"])
+    assert curves["cat"]["auc"] == pytest.approx(5 / 6) and curves["dog"]["auc"] == pytest.approx(5 / 6)
+    assert curves["macro"]["auc"] == pytest.approx(5 / 6) and curves["micro"]["auc"] == pytest.approx(0.84)
+
+
+def test_auc_agrees_with_counting_ordered_pairs():
+    """Each class's one-vs-rest AUC is the share of (positive, negative) pairs the scores order right (ties
+    half): counted here pair by pair, without scikit-learn."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 40)
+    scores = rng.random((40, 3)) + 0.3 * np.eye(3)[y]
+    curves = metrics.roc_curves(y, scores, ["a", "b", "c"])
+    aucs = []
+    for k, name in enumerate("abc"):
+        pos, neg = scores[y == k, k], scores[y != k, k]
+        counted = ((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean()
+        assert curves[name]["auc"] == pytest.approx(counted)
+        aucs.append(counted)
+    assert curves["macro"]["auc"] == pytest.approx(np.mean(aucs))

@@ -112,29 +112,47 @@ def test_code_fingerprint_hashes_the_package_contents_not_its_location(tmp_path)
     assert len(paths.code_fingerprint()) == 12 and int(paths.code_fingerprint(), 16) >= 0
 
 
-def test_code_fingerprint_changes_with_any_file_and_is_cached_per_process(tmp_path):
-    package, copy = _package_copy(tmp_path)
-    seen = {copy.code_fingerprint()}
+def test_code_fingerprint_covers_the_path_from_files_to_predictions_only(tmp_path):
+    """Both directions: code on the path from files to predictions changes it; the report, the CLI, templates,
+    benchmarks, prose (findings), comments and docstrings do not."""
+    package, _ = _package_copy(tmp_path)
 
-    def changed(edit) -> str:
-        edit()
-        stale = copy.code_fingerprint()
-        copy.code_fingerprint.cache_clear()  # a new process
-        fresh = copy.code_fingerprint()
-        assert stale in seen, "computed once per process"
-        assert fresh not in seen, edit
-        seen.add(fresh)
-        return fresh
+    def fingerprint() -> str:
+        paths.fingerprint_of.cache_clear()  # a new process
+        return paths.fingerprint_of(package)
 
-    changed(lambda: (package / "losses.py").write_text((package / "losses.py").read_text() + "\n# a comment\n"))
-    changed(lambda: (package / "data" / "new_module.py").write_text("x = 1\n"))
-    template = next(p for p in (package / "templates").rglob("*") if p.is_file())
-    changed(lambda: template.write_bytes(template.read_bytes() + b" "))
-    changed(lambda: (package / "losses.py").rename(package / "losses2.py"))  # the name counts too
+    def append(rel: str, text: str) -> None:
+        path = package / rel
+        path.write_text(path.read_text() + text)
 
-    before = copy.code_fingerprint()
-    (package / "__pycache__").mkdir()
-    (package / "__pycache__" / "losses.cpython-311.pyc").write_bytes(b"compiled")
-    (package / "stray.pyc").write_bytes(b"compiled")
-    copy.code_fingerprint.cache_clear()
-    assert copy.code_fingerprint() == before  # compiled files are not code changes
+    start = fingerprint()
+    assert start == paths.code_fingerprint() and len(start) == 12
+    for rel, text in [("report/pipeline.py", "\nEXTRA = 1\n"), ("cli.py", "\nEXTRA = 1\n"),
+                      ("bench/cpu.py", "\nEXTRA = 1\n"), ("questions/reference.py", "\nEXTRA = 1\n"),
+                      ("training/loop.py", "\n# a comment\n"), ("questions/q3_optimizers.py",
+                                                                 "\n\ndef findings(summary, parts, P):\n    return 'x'\n")]:
+        append(rel, text)
+        assert fingerprint() == start, rel
+    template = next(p for p in (package / "report" / "templates").rglob("*") if p.is_file())
+    template.write_bytes(template.read_bytes() + b" ")
+    loop = package / "training" / "loop.py"
+    loop.write_text(loop.read_text().replace('"""', '"""Edited. ', 1))  # the module docstring
+    assert fingerprint() == start
+    for rel in ("training/loop.py", "data/loaders.py", "questions/q3_optimizers.py", "models.py"):
+        append(rel, "\nEXTRA_CODE = 2\n")
+        changed = fingerprint()
+        assert changed != start, rel
+        start = changed
+    (package / "training" / "losses.py").unlink()
+    assert fingerprint() != start  # a file gone counts too
+
+
+def test_code_fingerprint_is_computed_once_per_process(tmp_path, monkeypatch):
+    package, _ = _package_copy(tmp_path)
+    paths.fingerprint_of.cache_clear()
+    first = paths.fingerprint_of(package)
+    (package / "training" / "loop.py").write_text("CHANGED = 1\n")
+    assert paths.fingerprint_of(package) == first  # cached: a running process keeps its keys
+    paths.fingerprint_of.cache_clear()
+    assert paths.fingerprint_of(package) != first
+    paths.fingerprint_of.cache_clear()

@@ -94,7 +94,9 @@ def test_status_line_ticks_on_its_own():
     import time
     out = io.StringIO()
     line = pg.StatusLine("[q3]", out, tty=True, tick=0.01)
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30  # polled, not slept: a loaded machine may run the ticking thread late
+    while out.getvalue().count("\r[q3] starting") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     line.finish("ok")
     assert out.getvalue().count("\r[q3] starting") >= 3  # redrawn with the elapsed time while nothing happens
 

@@ -71,6 +71,64 @@ def test_labkit_has_no_import_circle():
             visit(module, [module])
 
 
+# labkit's layers, lowest first. A module imports modules of its own layer or lower ones, never higher: the ground
+# floor knows nothing of data, the training loop nothing of the questions, the questions nothing of the report.
+LAYERS = [
+    ("ground", ["labkit", "labkit.paths", "labkit.params", "labkit.device", "labkit.progress", "labkit.metrics"]),
+    ("data", ["labkit.data*"]),
+    ("training", ["labkit.training*"]),
+    ("models", ["labkit.models", "labkit.standin"]),
+    ("records", ["labkit.runs", "labkit.results", "labkit.text", "labkit.plots"]),
+    ("questions", ["labkit.questions*"]),
+    ("report and sweeps", ["labkit.report*", "labkit.sweep*", "labkit.cache"]),
+    ("bench", ["labkit.bench*"]),
+    ("command line", ["labkit.cli", "labkit.__main__"]),
+]
+
+
+def _layer(module: str) -> int:
+    for rank, (_, patterns) in enumerate(LAYERS):
+        if any(module == p or (p.endswith("*") and (module == p[:-1] or module.startswith(p[:-1] + ".")))
+               for p in patterns):
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def _steps() -> dict[str, set[str]]:
+    """The import graph without edges to a package's ``__init__`` that holds only a docstring or re-exports
+    (importing ``labkit.questions.registry`` names the package ``labkit.questions``: not a step of its own)."""
+    graph = _labkit_imports()
+    return {m: {d for d in deps if not (d in graph and (d == "labkit" or m.startswith(d + ".") or
+                                                        any(x.startswith(d + ".") for x in deps)))}
+            for m, deps in graph.items()}
+
+
+def test_nothing_imports_upward():
+    upward = sorted(f"{m} ({LAYERS[_layer(m)][0]}) -> {d} ({LAYERS[_layer(d)][0]})"
+                    for m, deps in _steps().items() for d in deps if _layer(d) > _layer(m))
+    assert not upward, upward
+
+
+def test_the_longest_import_chain_is_at_most_12_modules(capsys):
+    graph = _steps()
+    longest: dict[str, list[str]] = {}
+
+    def chain(module: str) -> list[str]:
+        if module not in longest:
+            longest[module] = [module] + max((chain(d) for d in sorted(graph[module])), key=len, default=[])
+        return longest[module]
+
+    worst = max((chain(m) for m in sorted(graph)), key=len)
+    with capsys.disabled():
+        print(f"\nlongest chain of labkit imports ({len(worst)} modules): {' -> '.join(worst)}")
+    assert len(worst) <= 12, worst
+
+
+def test_at_most_15_modules_directly_in_the_package():
+    top = sorted(p.name for p in (ROOT / "labkit").glob("*.py"))
+    assert len(top) <= 15, top
+
+
 def test_the_circle_check_finds_a_circle(tmp_path, monkeypatch):
     import pytest
     monkeypatch.setattr("test_project._labkit_imports", lambda: {"labkit.a": {"labkit.b"}, "labkit.b": {"labkit.a"}})

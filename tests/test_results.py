@@ -78,3 +78,18 @@ def test_predictions_npz_holds_every_run_and_seed(tmp_path):
     assert np.isnan(blob["probability"][2]).all()
     assert blob["labels"].tolist() == labels.tolist() and list(blob["ids"]) == [f"cat.{i}.jpg" for i in range(5)]
     assert list(blob["classes"]) == ["cat", "dog"] and str(blob["test_identity"]) == test.identity()
+
+
+def test_flags_and_statuses_by_hand():
+    """Each status's flag spelled out (a swapped mapping would show FAILED on a diverged row), and run_status's
+    precedence: failed over diverged over the chance verdict."""
+    from labkit.results import FLAGS, STATUSES, run_status
+    assert FLAGS == {"at_chance": "AT CHANCE", "below_chance": "BELOW CHANCE", "diverged": "DIVERGED",
+                     "failed": "FAILED"}
+    assert STATUSES == ("ok", "at_chance", "below_chance", "diverged", "failed")
+    assert run_status(0.9, 100, 0.5, diverged=True, failed=True) == "failed"
+    assert run_status(0.9, 100, 0.5, diverged=True) == "diverged"
+    assert run_status(None, 100, 0.5, failed=True) == "failed"
+    assert run_status(0.60, 100, 0.5) == "ok" and run_status(0.59, 100, 0.5) == "at_chance"  # Wilson low 50.2 %
+    assert run_status(0.40, 100, 0.5) == "below_chance"
+    assert run_status(None, 100, 0.5) == run_status(0.1, 0, 0.5) == run_status(0.1, 100, None) == "ok"

@@ -50,6 +50,20 @@ def test_run_key_follows_settings_seed_data_and_code(monkeypatch):
     assert a != run_key("q3", {"lr": 1e-3, "epochs": 5}, 0, "data1")  # a code change never resumes old runs
 
 
+def test_checkpoint_path_is_one_per_seed_setting_and_data(isolated_root):
+    """Two training seeds of one run never share a file (seed 1 would load seed 0's final state and never train)."""
+    run = Run("adam", {"lr": 1e-4, "epochs": 2}, 0)
+    path = checkpoint_path("q3", run, "data1")
+    assert path.name.startswith("q3-adam-") and path.suffix == ".pt"
+    assert path.name == f"q3-adam-{run_key('q3', run.settings, 0, 'data1')}.pt"
+    others = [checkpoint_path("q3", Run("adam", {"lr": 1e-4, "epochs": 2}, 1), "data1"),
+              checkpoint_path("q3", Run("adam", {"lr": 1e-5, "epochs": 2}, 0), "data1"),
+              checkpoint_path("q3", run, "data2"),
+              checkpoint_path("q2", run, "data1"),
+              checkpoint_path("q3", Run("sgd", {"lr": 1e-4, "epochs": 2}, 0), "data1")]
+    assert len({path, *others}) == 6
+
+
 def test_data_identity_covers_pixels_labels_and_split():
     images = torch.zeros(4, 3, 2, 2, dtype=torch.uint8)
     labels = torch.tensor([0, 1, 0, 1])
@@ -90,11 +104,9 @@ def test_changed_parameter_does_not_resume_and_same_one_does(isolated_root):
 @pytest.mark.parametrize("key", ["q1", "q2", "q3"])
 def test_keep_checkpoints_never_changes_a_run_or_its_key(key, monkeypatch):
     """It goes beside the runs (to fit), so ``-p keep_checkpoints none`` still finds the finished runs."""
-    import importlib
-
     from labkit.questions import registry
     monkeypatch.delenv("LABKIT_ROOT", raising=False)  # the checkout's notebooks
-    module = importlib.import_module(registry.MODULES[key])
+    module = registry.question(key)
     plans = [module.plan(module.parameters({**registry.default_parameters(key, "smoke"), "keep_checkpoints": keep}))
              for keep in ("final", "none", "all")]
     assert plans[0] == plans[1] == plans[2]

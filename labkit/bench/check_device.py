@@ -23,16 +23,11 @@ from unittest import mock
 import torch
 
 from labkit.bench import gpu as bench_gpu
-from labkit.questions import q1_transfer as q1
-from labkit.questions import q2_losses as q2
-from labkit.questions import q3_optimizers as q3
 from labkit.data import Batches
 from labkit.data.synthetic import render_many
 from labkit.device import autocast, choose_device
+from labkit.questions import registry
 from labkit.questions.experiments import Runner
-from labkit.questions.registry import default_parameters
-
-QUESTIONS = {"q1": q1, "q2": q2, "q3": q3}
 # bf16 keeps 8 significant bits: each rounding is off by up to 2^-8 (0.4 %). Autocast rounds the inputs and
 # weights of every convolution and linear layer (accumulating in fp32), and such errors add up roughly like
 # a random walk over the layers: about 0.4 % x sqrt(53) = 3 % for ResNet-50's 53 at worst (0.6 % measured
@@ -76,34 +71,20 @@ def has_metric_learning() -> bool:
 
 # --------------------------------------------------------------------------- the questions
 
-def load_data(key: str, P: dict):
-    """A question's data, loaded with the call its notebook makes."""
-    if key == "q1":
-        return q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"],
-                            P["synthetic_test_per_class"], P["seed"])
-    if key == "q2":
-        return q2.load_data(P["data_source"], P["data_dir"], P["num_classes"], P["class_order"], P["image_size"],
-                            P["synthetic_train_per_class"], P["synthetic_val_per_class"], P["val_fraction"], P["seed"])
-    return q3.load_data(P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"],
-                        P["test_fraction"], P["val_fraction"], P["seed"])
-
-
 def check_question(key: str, device: torch.device, overrides: dict | None = None,
                    only: tuple[str, ...] | None = None) -> str:
     """Train and test a question's smoke-profile runs (``only`` those names, if given) on ``device``
     through its module: parameters -> plan -> load_data -> train_and_test, each distinct run once. Fails
     on a diverged run, a missing accuracy, or (on CUDA) nothing allocated on the GPU."""
-    module = QUESTIONS[key]
-    P = module.parameters({**default_parameters(key, "smoke"), "device": str(device), **(overrides or {})})
-    plan = module.plan(P)
-    if key == "q3":  # part -> runs: every part's runs
-        plan = {name: per_seed for part in plan.values() for name, per_seed in part.items()}
-    plan = {name: per_seed for name, per_seed in plan.items() if only is None or name in only}
+    module = registry.question(key)
+    P = registry.resolved_parameters(key, "smoke", device=str(device), **(overrides or {}))
+    plan = {name: per_seed for part in module.plan(P).values() for name, per_seed in part.items()
+            if only is None or name in only}
     dev = choose_device(P["device"])
-    data = load_data(key, P)
+    data = module.load_data(P)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    outcomes = Runner(lambda run: module.train_and_test(run, data, dev))(plan)
+    outcomes = Runner(module, data, dev)(plan)
     problems = [f"{o.name}: diverged ({o.history.message})" for runs in outcomes.values() for o in runs if o.diverged]
     problems += [f"{o.name}: no test accuracy" for runs in outcomes.values() for o in runs
                  if not o.diverged and o.accuracy is None]
@@ -125,7 +106,7 @@ def check_q2_without_triplet(device: torch.device, overrides: dict | None = None
     (a CPU computation on the embeddings) are left out, so the GPU path is still checked."""
     if has_metric_learning():
         return check_question("q2", device, overrides, only=("ce", "ce_center"))
-    with mock.patch.object(q2, "retrieval", lambda embeddings, labels: {}):
+    with mock.patch.object(registry.question("q2"), "retrieval", lambda embeddings, labels: {}):
         detail = check_question("q2", device, overrides, only=("ce", "ce_center"))
     return detail + "; retrieval metrics left out (pytorch-metric-learning not installed)"
 

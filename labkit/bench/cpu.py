@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from labkit.bench.fixtures import interleaved, photo_jpegs
 from labkit.bench.share import bench_shared_cores, child_env, describe as describe_shared_cores
 from labkit.data import Batches, load_dogs_vs_cats, load_stl10
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
@@ -20,17 +21,6 @@ from labkit.data.synthetic import render_many, write_stl10
 from labkit.models import SmallCNN
 from labkit.training.optim import make_optimizer
 from labkit.training.loop import fit
-
-
-def _interleaved(fns: dict, repeats: int) -> dict:
-    """Run each function once per round, round after round; return each one's median seconds."""
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def bench_stl10_pipeline(root: Path, repeats: int, batch_size: int = 64) -> dict:
@@ -60,7 +50,7 @@ def bench_stl10_pipeline(root: Path, repeats: int, batch_size: int = 64) -> dict
             pass
 
     run_ours(), run_baseline()  # warm-up: worker start-up and first-touch costs
-    t = _interleaved({"labkit": run_ours, "torchvision": run_baseline}, repeats)
+    t = interleaved({"labkit": run_ours, "torchvision": run_baseline}, repeats)
     if loader._iterator is not None:  # stop the persistent workers: they must not disturb the next benchmark
         loader._iterator._shutdown_workers()
     n = len(data)
@@ -94,7 +84,7 @@ def bench_fit_overhead(repeats: int, n: int = 4096, size: int = 32, batch_size: 
             opt.step()
 
     run_ours(), run_plain()
-    t = _interleaved({"labkit": run_ours, "plain": run_plain}, repeats)
+    t = interleaved({"labkit": run_ours, "plain": run_plain}, repeats)
     return {"labkit_s_per_epoch": t["labkit"], "plain_s_per_epoch": t["plain"], "ratio": t["labkit"] / t["plain"]}
 
 
@@ -119,24 +109,8 @@ def bench_cache(root: Path, repeats: int, n_photos: int = 400) -> dict:
         load_dogs_vs_cats(folder.parent, image_size=64)
 
     cold()
-    t = _interleaved({"cold": cold, "cached": cached}, repeats)
+    t = interleaved({"cold": cold, "cached": cached}, repeats)
     return {"files": n_photos, "cold_s": t["cold"], "cached_s": t["cached"], "ratio": t["cold"] / t["cached"]}
-
-
-def _photo_jpegs(folder: Path, per_class: int, seed: int = 0) -> Path:
-    """Photo-size JPEGs (300-500 px wide) of the synthetic cats and dogs, in the Kaggle layout."""
-    from PIL import Image
-    from labkit.data.synthetic import DOGS_VS_CATS_PROTOTYPES
-    train = folder / "train"
-    train.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for label, name in enumerate(("cat", "dog")):
-        imgs = render_many([DOGS_VS_CATS_PROTOTYPES[label]] * per_class, 160, seed + label, random_hue=True,
-                           distractor=True, noise=28.0, rotation=0.4)
-        for i, arr in enumerate(imgs):
-            w, h = int(rng.integers(300, 500)), int(rng.integers(240, 400))
-            Image.fromarray(arr).resize((w, h), Image.BICUBIC).save(train / f"{name}.{i}.jpg", quality=90)
-    return folder
 
 
 class _PlainPhotos(torch.utils.data.Dataset):
@@ -160,13 +134,17 @@ class _PlainPhotos(torch.utils.data.Dataset):
 def q3_side(side: str, folder: str, image_size: int, epochs: int, batch_size: int) -> dict:
     """One timed side of :func:`bench_q3_training`, run in a fresh process: "labkit" (the notebook's
     ``load_data`` and ``train_and_test``, cold: no dataset cache, no checkpoint) or "plain" (the script)."""
-    from labkit.questions import q3_optimizers as q3
     from labkit.data.loaders import dogs_vs_cats_files
+    from labkit.questions import q3_optimizers as q3
+    from labkit.questions.registry import resolved_parameters
     from labkit.paths import cache_dir
     from labkit.runs import Run
 
+    P = resolved_parameters("q3", data_source="real", data_dir=folder, image_size=image_size, test_fraction=0.3,
+                            val_fraction=0.15, seed=0)
+
     def splits():
-        return q3.load_data("real", folder, image_size, 0, 0.3, 0.15, seed=0)
+        return q3.load_data(P)
 
     # Untimed warm-up of what both sides pay alike: the first optimizer imports torch._dynamo (seconds).
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
@@ -180,13 +158,15 @@ def q3_side(side: str, folder: str, image_size: int, epochs: int, batch_size: in
         t = time.perf_counter()
         accuracy = q3.train_and_test(run, splits(), torch.device("cpu")).accuracy
         return {"seconds": time.perf_counter() - t, "accuracy": accuracy}
-    s = splits()  # the same split indices (the plain script gets them for free, untimed)
+    s = splits()  # the same split (the plain script gets it for free, untimed), by file
     files, labels = dogs_vs_cats_files(folder)
+    position = {Path(f).relative_to(folder).as_posix(): i for i, f in enumerate(files)}
+    train_files, test_files = ([position[i] for i in part.ids] for part in (s.train, s.test))
     t = time.perf_counter()
     torch.manual_seed(0)
     model = SmallCNN()
     opt = torch.optim.Adam(model.parameters(), 1e-3)
-    loader = torch.utils.data.DataLoader(_PlainPhotos(files, labels, s.train, image_size), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_PlainPhotos(files, labels, train_files, image_size), batch_size=batch_size,
                                          shuffle=True, num_workers=2)
     for _ in range(epochs):
         model.train()
@@ -196,7 +176,7 @@ def q3_side(side: str, folder: str, image_size: int, epochs: int, batch_size: in
             loss.backward()
             opt.step()
     model.eval()
-    test = torch.utils.data.DataLoader(_PlainPhotos(files, labels, s.test, image_size), batch_size=256,
+    test = torch.utils.data.DataLoader(_PlainPhotos(files, labels, test_files, image_size), batch_size=256,
                                        num_workers=2)
     with torch.no_grad():
         correct = sum((model(x).argmax(1) == y).sum().item() for x, y in test)
@@ -230,7 +210,7 @@ def bench_q3_training(root: Path, per_class: int = 300, image_size: int = 64, ep
     from labkit.data.loaders import dogs_vs_cats_files
     folder = root / "q3photos"
     if not folder.exists():
-        _photo_jpegs(folder, per_class)
+        photo_jpegs(folder, per_class)
     times, accs = {"labkit": [], "plain": []}, {}
     for _ in range(rounds):  # interleaved; each is a whole training run, so two rounds are enough for a median
         for side in ("labkit", "plain"):
@@ -251,11 +231,10 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
     import contextlib
     import io
 
-    import papermill
     from labkit.questions import registry
     from labkit.sweep import engine as sw
     from labkit.sweep.cluster import client_for
-    from labkit.report.kernels import private_kernels
+    from labkit.report.execute import run_notebook
     from labkit.sweep.point import run_point
 
     shutil.copytree(notebooks, root / "notebooks", dirs_exist_ok=True)  # root is this run's LABKIT_ROOT
@@ -266,10 +245,8 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
     def direct(p, out: Path) -> float:
         out.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        with private_kernels() as manager:  # the same kernels as a sweep point's, so only the engine differs
-            papermill.execute_notebook(str(nb), str(out / nb.name), parameters={**p.params, "output_dir": str(out)},
-                                       cwd=str(nb.parent), kernel_name="python3", progress_bar=False,
-                                       kernel_manager_class=manager)
+        # the same kernels as a sweep point's, so only the engine differs
+        run_notebook(nb, out / nb.name, {**p.params, "output_dir": str(out)}, nb.parent)
         return time.perf_counter() - t
 
     direct(points[0], root / "sweep-warm-up")  # the synthetic data and its cache are made once, untimed
@@ -309,6 +286,8 @@ def main(repeats: int = 7) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
     # The cold-load measurements delete dataset caches and checkpoints: give them a throwaway
     # project root, so the user's own data/cache is never touched.
+    if notebooks.is_dir():  # the questions read their notebooks' defaults there
+        shutil.copytree(notebooks, tmp / "notebooks")
     previous_root = os.environ.get("LABKIT_ROOT")
     os.environ["LABKIT_ROOT"] = str(tmp)
     try:

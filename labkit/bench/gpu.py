@@ -25,7 +25,7 @@ import torch.nn.functional as F
 import torchvision
 
 from labkit.bench import walltime
-from labkit.bench.cpu import _interleaved, _photo_jpegs
+from labkit.bench.fixtures import interleaved, photo_jpegs
 from labkit.data import Batches, load_dogs_vs_cats
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD
 from labkit.device import choose_device
@@ -94,11 +94,11 @@ def synced(fn, device: torch.device):
 
 
 def jpeg_folders(root: Path, n_images: int) -> tuple[Path, Path]:
-    """``n_images`` photo-size JPEGs of cats and dogs (``labkit.bench.cpu``'s generator) in the Kaggle layout
+    """``n_images`` photo-size JPEGs of cats and dogs (``labkit.bench.fixtures``' generator) in the Kaggle layout
     labkit's loader reads, and the same files linked into torchvision's ``ImageFolder`` layout."""
     kaggle = root / "photos"
     if not (kaggle / "train").is_dir():
-        _photo_jpegs(kaggle, max(1, n_images // 2))
+        photo_jpegs(kaggle, max(1, n_images // 2))
     by_class = root / "imagefolder"
     for f in sorted((kaggle / "train").glob("*.jpg")):
         link = by_class / f.name.split(".")[0] / f.name
@@ -164,7 +164,7 @@ def compare_training(case: Case, folders: tuple[Path, Path], device: torch.devic
     plain, loader = plain_epoch(case, by_class, device, workers)
     try:
         ours(), plain()  # warm-up: cuDNN autotuning, first allocations, worker start-up
-        t = _interleaved({"labkit": ours, "plain": plain}, repeats)
+        t = interleaved({"labkit": ours, "plain": plain}, repeats)
     finally:
         if loader._iterator is not None:  # stop the persistent workers before the next comparison
             loader._iterator._shutdown_workers()
@@ -206,7 +206,7 @@ def compare_feature_pass(images: torch.Tensor, device: torch.device, repeats: in
 
     ours, plain = synced(ours, device), synced(plain, device)
     ours(), plain()
-    t = _interleaved({"labkit": ours, "plain": plain}, repeats)
+    t = interleaved({"labkit": ours, "plain": plain}, repeats)
     n = len(images)
     return {"images": n, "labkit_img_per_s": n / t["labkit"], "plain_img_per_s": n / t["plain"],
             "ratio": t["plain"] / t["labkit"]}

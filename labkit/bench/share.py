@@ -22,12 +22,14 @@ import json, sys, time
 from pathlib import Path
 import torch
 from labkit.questions import q3_optimizers as q3
+from labkit.questions.registry import resolved_parameters
 from labkit.runs import Run
 from labkit.training.sharing import cpu_threads
 
 seed, epochs, per_class, image_size, barrier = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \
     int(sys.argv[4]), Path(sys.argv[5])
-splits = q3.load_data("synthetic", None, image_size, per_class, 0.3, 0.15, seed=0)
+data = q3.load_data(resolved_parameters("q3", synthetic_per_class=per_class, image_size=image_size,
+                                        test_fraction=0.3, val_fraction=0.15, seed=0))
 run = Run("bench_share", {**q3.RUN_DEFAULTS, "batch_size": 64, "lr": 1e-3, "epochs": epochs,
                           "gradient_flow_every": 5}, seed)
 with cpu_threads(torch.device("cpu")):  # counted as running from here: the other process sees it at its start
@@ -35,7 +37,7 @@ with cpu_threads(torch.device("cpu")):  # counted as running from here: the othe
     while not barrier.exists():
         time.sleep(0.005)
     start = time.time()
-    out = q3.train_and_test(run, splits, torch.device("cpu"), keep_checkpoints="none")
+    out = q3.train_and_test(run, data, torch.device("cpu"), keep_checkpoints="none")
     end = time.time()
     # stay registered until the other run has finished too: a run that ends first must not leave the other
     # to start alone and take every core
@@ -92,9 +94,12 @@ def bench_shared_cores(root: Path, repeats: int = 3, epochs: int = 5, per_class:
     together without; interleaved repeats, medians. Ratios above 1 mean the pair finished sooner than one after
     the other."""
     from labkit.questions import q3_optimizers as q3
+    from labkit.questions.registry import resolved_parameters
     from labkit.training.sharing import cores
 
-    q3.load_data("synthetic", None, image_size, per_class, 0.3, 0.15, seed=0)  # generated and decoded once, untimed
+    # generated and decoded once, untimed
+    q3.load_data(resolved_parameters("q3", synthetic_per_class=per_class, image_size=image_size, test_fraction=0.3,
+                                     val_fraction=0.15, seed=0))
     modes = {"sequential": (False, True), "shared": (True, True), "unshared": (True, False)}
     times, threads = {m: [] for m in modes}, {}
     for _ in range(repeats):

@@ -10,127 +10,24 @@ own cost (small next to a ResNet forward and backward pass).
 """
 from __future__ import annotations
 
-import math
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
-from labkit.questions import q1_transfer as q1
-from labkit.questions import q2_losses as q2
-from labkit.questions import q3_optimizers as q3
 from labkit.data import Batches
 from labkit.models import SmallCNN, classifier, resnet
-from labkit.questions.registry import default_parameters
-from labkit.training.optim import make_optimizer
-from labkit.runs import Run, run_key
+from labkit.questions import registry
+from labkit.questions.contract import Pass, Setting
 from labkit.training.loop import fit, predict
-
-# The real datasets' sizes (what `make data` fetches).
-STL10 = {"train": 5_000, "test": 8_000, "stored_size": 96}
-TINY_IMAGENET = {"train_per_class": 500, "val_per_class": 50, "stored_size": 64}  # val: the test set here
-DOGS_VS_CATS = {"images": 25_000}  # Q3 decodes at its input size: stored = image_size
-
-
-@dataclass(frozen=True)
-class Setting:
-    """What decides the speed of a pass: the model, the decoded (stored) and network input sizes, the
-    batch size, and for training what trains and how."""
-
-    arch: str  # "resnet50", "resnet18" or "smallcnn"
-    stored_size: int
-    image_size: int
-    batch_size: int
-    num_classes: int
-    train: bool
-    augment: bool = False
-    freeze_until: str = "none"
-    optimizer: str = "adam"
-    fp32: bool = False  # an inference pass kept in full precision (Q1's feature pass; training uses bf16 on CUDA)
-
-
-@dataclass(frozen=True)
-class Pass:
-    notebook: str
-    what: str
-    setting: Setting
-    images: int  # over all its epochs
-
-
-def _held(n: int, fraction: float) -> int:
-    """How many of ``n`` images a split of ``fraction`` holds out (``labkit.data.stratified_split``)."""
-    return int(math.ceil(fraction * n))
-
-
-def _distinct(runs) -> list[Run]:
-    """Each (settings, seed) once, as ``experiments.Runner`` trains them."""
-    seen = {}
-    for run in runs:
-        seen.setdefault(run_key("", run.settings, run.seed), run)
-    return list(seen.values())
-
-
-def _eval(setting: Setting, batch_size: int) -> Setting:
-    return replace(setting, batch_size=batch_size, train=False, augment=False, freeze_until="none",
-                   optimizer="adam")
-
-
-def q1_passes(P: dict) -> list[Pass]:
-    runs = q1.plan(P)
-    n_train, n_test, stored = STL10["train"], STL10["test"], STL10["stored_size"]
-    passes = []
-    if set(runs) - {"finetune"}:  # the SVM and both zero-shot rules share one cached feature pass
-        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False, fp32=True)
-        passes.append(Pass("q1", "feature pass (train + test)", features, n_train + n_test))
-    for run in _distinct(runs.get("finetune", [])):
-        val = _held(n_train, run["val_fraction"])
-        s = Setting(run["arch"], stored, run["image_size"], run["batch_size"], q1.OTHER_INDEX, True,
-                    run["augment"], run["freeze_until"], run["optimizer"])
-        passes += [Pass("q1", f"finetune seed {run.seed}: training", s, (n_train - val) * run["epochs"]),
-                   Pass("q1", f"finetune seed {run.seed}: validation", _eval(s, 128), val * run["epochs"]),
-                   Pass("q1", f"finetune seed {run.seed}: test", _eval(s, 128), n_test)]
-    return passes
-
-
-def q2_passes(P: dict) -> list[Pass]:
-    n = P["num_classes"] * TINY_IMAGENET["train_per_class"]
-    val, test = _held(n, P["val_fraction"]), P["num_classes"] * TINY_IMAGENET["val_per_class"]
-    passes = []
-    for run in _distinct(r for per_seed in q2.plan(P).values() for r in per_seed):
-        s = Setting("resnet18", TINY_IMAGENET["stored_size"], run["image_size"], run["batch_size"], P["num_classes"],
-                    True, run["augment"])
-        train = n - val
-        if run["loss"] == "ce_triplet":  # P x K batches, the last partial one dropped
-            train = train // run["batch_size"] * run["batch_size"]
-        label = f"{run.name} seed {run.seed}"
-        passes += [Pass("q2", f"{label}: training", s, train * run["epochs"]),
-                   Pass("q2", f"{label}: validation", _eval(s, 256), val * run["epochs"]),
-                   Pass("q2", f"{label}: test", _eval(s, 256), test)]
-    return passes
-
-
-def q3_passes(P: dict) -> list[Pass]:
-    n = DOGS_VS_CATS["images"]
-    test = _held(n, P["test_fraction"])
-    val = _held(n - test, P["val_fraction"])
-    train = n - test - val
-    passes = []
-    for run in _distinct(r for part in q3.plan(P).values() for per_seed in part.values() for r in per_seed):
-        size = P["image_size"]
-        s = Setting("smallcnn", size, size, run["batch_size"], 2, True, optimizer=run["optimizer"])
-        label = f"{run.name} seed {run.seed}"
-        passes += [Pass("q3", f"{label}: training", s, train * run["epochs"]),
-                   Pass("q3", f"{label}: validation", _eval(s, 256), val * run["epochs"]),
-                   Pass("q3", f"{label}: test", _eval(s, 256), test)]
-    return passes
-
+from labkit.training.optim import make_optimizer
 
 def full_profile_passes(profile: str = "full") -> list[Pass]:
-    """Every notebook's passes under ``profile`` (its parameter files over the notebooks' defaults)."""
-    return (q1_passes(q1.parameters(default_parameters("q1", profile)))
-            + q2_passes(q2.parameters(default_parameters("q2", profile)))
-            + q3_passes(q3.parameters(default_parameters("q3", profile))))
+    """Every notebook's passes under ``profile`` (its parameter files over the notebooks' defaults), each asked
+    of its question (:meth:`labkit.questions.contract.Question.passes`) at the real datasets' sizes."""
+    return [p for key in registry.QUESTIONS
+            for p in registry.question(key).passes(registry.resolved_parameters(key, profile))]
 
 
 def shrink(setting: Setting) -> Setting:

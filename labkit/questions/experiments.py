@@ -6,7 +6,6 @@ import dataclasses
 
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -47,15 +46,19 @@ class Outcome:
 
 
 class Runner:
-    """Trains and tests runs with ``train_and_test(run) -> Outcome``, each distinct (settings, seed) once:
-    two run names with equal settings share one training and each is recorded under its own name.
+    """Trains and tests runs with the question's ``train_and_test(run, data, device)``, each distinct
+    (settings, seed) once: two run names with equal settings share one training and each is recorded under its
+    own name. ``keep_checkpoints`` (a notebook parameter) goes beside the runs: it never changes a key.
 
     A run that raises is recorded as failed, with its error, and the other runs go on (out of GPU memory
     says which ``batch_size`` was tried); an interrupt (Ctrl-C) still stops everything."""
 
-    def __init__(self, train_and_test: Callable[[Run], Outcome]):
-        self.train_and_test = train_and_test
+    def __init__(self, question, data, device, keep_checkpoints: str = "final"):
+        self.question, self.data, self.device, self.keep_checkpoints = question, data, device, keep_checkpoints
         self._done: dict[str, Outcome] = {}
+
+    def train_and_test(self, run: Run) -> Outcome:
+        return self.question.train_and_test(run, self.data, self.device, keep_checkpoints=self.keep_checkpoints)
 
     def __call__(self, runs: dict[str, list[Run]]) -> dict[str, list[Outcome]]:
         return {name: [self.one(run) for run in per_seed] for name, per_seed in runs.items()}

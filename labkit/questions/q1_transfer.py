@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from labkit import metrics, standin
-from labkit.data import Batches, ImageSet, STL10_CLASSES, load_stl10, stratified_split
+from labkit.data import Batches, STL10_CLASSES, load_stl10, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
+from labkit.questions.contract import Data, Pass, Setting, distinct, evaluation, held_out
 from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.questions.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
@@ -64,13 +64,25 @@ OTHER = "other"
 OTHER_INDEX = len(STL10_CLASSES)  # the zero-shot rule's extra class
 
 
+TITLE = "STL-10 transfer learning"
+# The notebook's parts and the methods (run names) each holds.
+PARTS = {"svm": ("svm",), "zero_shot": ("zero_shot", "zero_shot_restricted"), "finetune": ("finetune",)}
+# The real dataset's sizes (what `make data` fetches), for the forecast.
+REAL_SIZES = {"train": 5_000, "test": 8_000, "stored_size": 96}
+
+
 def parameters(namespace: dict) -> dict:
     """The notebook's parameters, validated (unknown names refused)."""
     return from_notebook(namespace, PARAM_SPECS, "q1")
 
 
-def plan(P: dict) -> dict[str, list[Run]]:
-    """The runs, resolved: method name -> its Runs (one per training seed for fine-tuning, one otherwise)."""
+def architecture(P: dict) -> str:
+    return {"resnet50": "ResNet-50", "resnet18": "ResNet-18"}[P["arch"]]
+
+
+def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
+    """The runs, resolved, by part: part -> method name -> its Runs (one per training seed for fine-tuning,
+    one otherwise); a part whose methods are not in ``runs`` is empty."""
     for i, run in enumerate(P["runs"]):
         name = run.get("name") if isinstance(run, dict) else None
         if name not in METHODS:
@@ -83,33 +95,23 @@ def plan(P: dict) -> dict[str, list[Run]]:
     # the method is a setting too: the two zero-shot rules share every other setting but are not one run
     runs = resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], keys_for=METHODS.__getitem__,
                         check=lambda name, settings: {"method": name, **settings})
-    return {name: per_seed[:1] if name in DETERMINISTIC else per_seed for name, per_seed in runs.items()}
+    runs = {name: per_seed[:1] if name in DETERMINISTIC else per_seed for name, per_seed in runs.items()}
+    return {part: {name: per_seed for name, per_seed in runs.items() if name in names}
+            for part, names in PARTS.items()}
 
 
-def select(runs: dict[str, list[Run]], *names: str) -> dict[str, list[Run]]:
-    """The planned runs of one part of the notebook (empty when the part is skipped)."""
-    return {name: per_seed for name, per_seed in runs.items() if name in names}
-
-
-@dataclass
-class Data:
-    train: ImageSet  # all training images: the SVM's; fine-tuning carves its validation split from them
-    test: ImageSet
-    source: str
-    split_seed: int
-    key: str  # the identity of the images and the split seed, part of every run's checkpoint key
-
-
-def load_data(data_source: str, data_dir: str | None, train_per_class: int, test_per_class: int,
-              seed: int = 0) -> Data:
-    if data_source == "synthetic":
-        root = Path(data_dir) if data_dir else ensure_synthetic("stl10", train_per_class=train_per_class,
-                                                                test_per_class=test_per_class, seed=0)
+def load_data(P: dict) -> Data:
+    """STL-10's training and test files. ``train`` holds every training image (the SVM's); fine-tuning carves its
+    validation split (its own ``val_fraction``) from it with the split seed, so ``val`` is empty here."""
+    if P["data_source"] == "synthetic":
+        root = Path(P["data_dir"]) if P["data_dir"] else ensure_synthetic(
+            "stl10", train_per_class=P["synthetic_train_per_class"], test_per_class=P["synthetic_test_per_class"],
+            seed=0)
     else:
-        root = Path(data_dir) if data_dir else real_data_dir("stl10")
+        root = Path(P["data_dir"]) if P["data_dir"] else real_data_dir("stl10")
     train, test = load_stl10(root, "train"), load_stl10(root, "test")
-    key = data_identity(train, test, seed)
-    return Data(train, test, str(root), seed, key)
+    key = data_identity(train, test, P["seed"])
+    return Data(train, train.subset([]), test, str(root), key, split_seed=P["seed"])
 
 
 def source_model(arch: str, weights: str) -> tuple[torch.nn.Module, dict[int, int], str]:
@@ -264,8 +266,29 @@ def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str =
     return history, test
 
 
-def findings(summary, outcomes: dict) -> str:
+def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
+    """One feature pass over the training and test images (shared by the SVM and the zero-shot rules), and each
+    fine-tuning seed's training epochs, validation and test."""
+    sizes = sizes or REAL_SIZES
+    plan_ = plan(P)
+    n_train, n_test, stored = sizes["train"], sizes["test"], sizes["stored_size"]
+    out = []
+    if plan_["svm"] or plan_["zero_shot"]:
+        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False, fp32=True)
+        out.append(Pass("q1", "feature pass (train + test)", features, n_train + n_test))
+    for run in distinct(plan_["finetune"].get("finetune", [])):
+        val = held_out(n_train, run["val_fraction"])
+        s = Setting(run["arch"], stored, run["image_size"], run["batch_size"], OTHER_INDEX, True, run["augment"],
+                    run["freeze_until"], run["optimizer"])
+        out += [Pass("q1", f"finetune seed {run.seed}: training", s, (n_train - val) * run["epochs"]),
+                Pass("q1", f"finetune seed {run.seed}: validation", evaluation(s, 128), val * run["epochs"]),
+                Pass("q1", f"finetune seed {run.seed}: test", evaluation(s, 128), n_test)]
+    return out
+
+
+def findings(summary, parts: dict, P: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
+    outcomes = {name: runs for part in parts.values() for name, runs in part.items()}
     from labkit.text import is_number, percent, status_text
 
     labels = {"svm": "features + SVM", "zero_shot": "zero-shot mapping (original rule)",

@@ -3,7 +3,6 @@ cross-entropy + triplet loss, and cross-entropy + center loss; classification an
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from labkit import metrics
-from labkit.data import Batches, ImageSet, decode_size, load_tiny_imagenet, stratified_split
+from labkit.data import Batches, decode_size, load_tiny_imagenet, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
+from labkit.questions.contract import Data, Pass, Setting, all_runs, distinct, evaluation, held_out
 from labkit.questions.experiments import Outcome
 from labkit.training.losses import LOSSES, MINERS, center_term, cross_entropy_term, triplet_term
 from labkit.models import classifier, resnet
@@ -46,18 +46,27 @@ PARAM_SPECS = {
 }
 
 
+TITLE = "Tiny ImageNet losses"
+# The real dataset's sizes (what `make data` fetches), for the forecast; its val split is the test set here.
+REAL_SIZES = {"train_per_class": 500, "val_per_class": 50, "stored_size": 64}
+
+
 def parameters(namespace: dict) -> dict:
     """The notebook's parameters, validated (unknown names refused)."""
     return from_notebook(namespace, PARAM_SPECS, "q2")
 
 
-def plan(P: dict) -> dict[str, list[Run]]:
-    """The runs, resolved: run name -> one Run per training seed."""
+def architecture(P: dict) -> str:
+    return "ResNet-18"
+
+
+def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
+    """The runs, resolved, in one part: ``{"losses": {run name: one Run per training seed}}``."""
     defaults = {"loss": "ce", "loss_weight": 0.0, **{k: P[k] for k in (
         "lr", "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
         "image_size")}}
-    return resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"],
-                        check=lambda name, settings: _check_run(name, settings, P["num_classes"]))
+    return {"losses": resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"],
+                                   check=lambda name, settings: _check_run(name, settings, P["num_classes"]))}
 
 
 def _check_run(name: str, settings: dict, num_classes: int) -> dict:
@@ -76,27 +85,20 @@ def _check_run(name: str, settings: dict, num_classes: int) -> dict:
     return settings
 
 
-@dataclass
-class Data:
-    train: ImageSet  # the training split, minus the validation share
-    val: ImageSet  # carved from train: curves
-    test: ImageSet  # Tiny ImageNet's official val split: evaluated once
-    source: str
-    key: str  # the identity of the three splits, part of every run's checkpoint key
-
-
-def load_data(data_source: str, data_dir: str | None, num_classes: int, class_order: str, image_size: int,
-              train_per_class: int, val_per_class: int, val_fraction: float, seed: int) -> Data:
-    if data_source == "synthetic":
-        root = Path(data_dir) if data_dir else ensure_synthetic(
-            "tiny-imagenet-200", num_classes=num_classes, train_per_class=train_per_class,
-            val_per_class=val_per_class, test_images=5, image_size=TINY_IMAGENET_SIZE, seed=0)
+def load_data(P: dict) -> Data:
+    """The first ``num_classes`` classes: their training images, minus a validation share carved for the curves,
+    and Tiny ImageNet's official val split as the test set (evaluated once)."""
+    num_classes = P["num_classes"]
+    if P["data_source"] == "synthetic":
+        root = Path(P["data_dir"]) if P["data_dir"] else ensure_synthetic(
+            "tiny-imagenet-200", num_classes=num_classes, train_per_class=P["synthetic_train_per_class"],
+            val_per_class=P["synthetic_val_per_class"], test_images=5, image_size=TINY_IMAGENET_SIZE, seed=0)
     else:
-        root = Path(data_dir) if data_dir else real_data_dir("tiny-imagenet-200")
-    size = decode_size(image_size, TINY_IMAGENET_SIZE)
-    train_all = load_tiny_imagenet(root, "train", num_classes, class_order, image_size=size)
-    test = load_tiny_imagenet(root, "val", num_classes, class_order, image_size=size)
-    tr, va = stratified_split(train_all.labels.numpy(), val_fraction, seed, "val_fraction")
+        root = Path(P["data_dir"]) if P["data_dir"] else real_data_dir("tiny-imagenet-200")
+    size = decode_size(P["image_size"], TINY_IMAGENET_SIZE)
+    train_all = load_tiny_imagenet(root, "train", num_classes, P["class_order"], image_size=size)
+    test = load_tiny_imagenet(root, "val", num_classes, P["class_order"], image_size=size)
+    tr, va = stratified_split(train_all.labels.numpy(), P["val_fraction"], P["seed"], "val_fraction")
     train, val = train_all.subset(tr), train_all.subset(va)
     key = data_identity(train, val, test)
     return Data(train, val, test, str(root), key)
@@ -195,8 +197,29 @@ def project_2d(embeddings: np.ndarray, method: str, seed: int) -> np.ndarray:
     return PCA(2, random_state=seed).fit_transform(emb)
 
 
-def findings(summary, outcomes: dict) -> str:
+def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
+    """Each run's and seed's training epochs (the triplet run's P x K batches drop the last partial one),
+    validation after each epoch, and the test set once."""
+    sizes = sizes or REAL_SIZES
+    n = P["num_classes"] * sizes["train_per_class"]
+    val, test = held_out(n, P["val_fraction"]), P["num_classes"] * sizes["val_per_class"]
+    out = []
+    for run in distinct(all_runs(plan(P))):
+        s = Setting("resnet18", sizes["stored_size"], run["image_size"], run["batch_size"], P["num_classes"], True,
+                    run["augment"])
+        train = n - val
+        if run["loss"] == "ce_triplet":
+            train = train // run["batch_size"] * run["batch_size"]
+        label = f"{run.name} seed {run.seed}"
+        out += [Pass("q2", f"{label}: training", s, train * run["epochs"]),
+                Pass("q2", f"{label}: validation", evaluation(s, 256), val * run["epochs"]),
+                Pass("q2", f"{label}: test", evaluation(s, 256), test)]
+    return out
+
+
+def findings(summary, parts: dict, P: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
+    outcomes = {name: runs for part in parts.values() for name, runs in part.items()}
     from labkit.questions.experiments import noise_verdicts, verdict_text
     from labkit.text import percent
 

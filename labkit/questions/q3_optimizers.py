@@ -3,16 +3,15 @@ Adam betas. The notebook holds the parameters, figures and prose; the work is he
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from labkit.data import Batches, ImageSet, load_dogs_vs_cats, stratified_split
+from labkit.data import Batches, load_dogs_vs_cats, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
+from labkit.questions.contract import Data, Pass, Setting, all_runs, distinct, evaluation, held_out
 from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.training.gradflow import GradientFlow
 from labkit.metrics import SIGNIFICANCE
@@ -47,9 +46,18 @@ PARAM_SPECS = {
 RUN_DEFAULTS = {"optimizer": "adam", "momentum": 0.0, "betas": [0.9, 0.999], "order": "shuffle"}
 
 
+TITLE = "Dogs vs Cats optimizers"
+# The real dataset (what `make data` fetches), for the forecast: decoded at the input size, split 70:30.
+REAL_SIZES = {"images": 25_000}
+
+
 def parameters(namespace: dict) -> dict:
     """The notebook's parameters, validated (unknown names refused)."""
     return from_notebook(namespace, PARAM_SPECS, "q3")
+
+
+def architecture(P: dict) -> str:
+    return "small CNN"
 
 
 def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
@@ -68,69 +76,41 @@ def _check_run(name: str, settings: dict) -> dict:
     return {**settings, "betas": betas}
 
 
-@dataclass
-class Splits:
-    data: ImageSet
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-    source: str
-    key: str  # the identity of the images and the split, part of every run's checkpoint key
-
-    @property
-    def test_set(self) -> ImageSet:
-        """The test split as an ImageSet (its images, labels and file ids, in test order)."""
-        return self.data.subset(self.test)
-
-
-def load_data(data_source: str, data_dir: str | None, image_size: int, synthetic_per_class: int,
-              test_fraction: float, val_fraction: float, seed: int) -> Splits:
+def load_data(P: dict) -> Data:
     """Decode Dogs vs Cats once at the network's input size, split 70:30 train/test (stratified, seeded),
     then carve the validation split out of train. Synthetic data includes a few broken files on purpose."""
-    if data_source == "synthetic":
-        root = Path(data_dir) if data_dir else ensure_synthetic("dogs-vs-cats", per_class=synthetic_per_class,
-                                                                image_size=64, layout="kaggle", broken=1, seed=0)
+    if P["data_source"] == "synthetic":
+        root = Path(P["data_dir"]) if P["data_dir"] else ensure_synthetic(
+            "dogs-vs-cats", per_class=P["synthetic_per_class"], image_size=64, layout="kaggle", broken=1, seed=0)
     else:
-        root = Path(data_dir) if data_dir else real_data_dir("dogs-vs-cats")
+        root = Path(P["data_dir"]) if P["data_dir"] else real_data_dir("dogs-vs-cats")
     with warnings.catch_warnings():  # the notebook shows the skipped files' count and an example itself
         warnings.simplefilter("ignore", UserWarning)
-        data = load_dogs_vs_cats(root, image_size=image_size)
-    train_val, test = stratified_split(data.labels.numpy(), test_fraction, seed, "test_fraction")
-    tr, va = stratified_split(data.labels[train_val].numpy(), val_fraction, seed, "val_fraction")
+        data = load_dogs_vs_cats(root, image_size=P["image_size"])
+    seed = P["seed"]
+    train_val, test = stratified_split(data.labels.numpy(), P["test_fraction"], seed, "test_fraction")
+    tr, va = stratified_split(data.labels[train_val].numpy(), P["val_fraction"], seed, "val_fraction")
     train, val = train_val[tr], train_val[va]
     key = data_identity(data, train.tolist(), val.tolist(), test.tolist())
-    return Splits(data, train, val, test, str(root), key)
+    return Data(data.subset(train), data.subset(val), data.subset(test), str(root), key, split_seed=seed)
 
 
-def split_counts(splits: Splits) -> pd.DataFrame:
-    """Images per class (rows, in the dataset's class order) and split (train, validation, test), as ints.
-    Counted over every class, so an empty split (``val_fraction: 0``) shows 0s rather than NaN."""
-    d = splits.data
-    labels = d.labels.numpy()
-    return pd.DataFrame({split: np.bincount(labels[idx], minlength=len(d.classes)).astype(int)
-                         for split, idx in (("train", splits.train), ("validation", splits.val),
-                                            ("test", splits.test))},
-                        index=pd.Index(d.classes, name="class"))
-
-
-def train_and_test(run: Run, splits: Splits, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
+def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
     """Train one run from scratch on the training split, curves on validation, the test split once.
     ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
-    d = splits.data
     seed_everything(run.seed)
     # channels-last: about 20 % faster convolutions for this CNN on the CPU as well as on GPUs
     model = SmallCNN(num_classes=2).to(device, memory_format=torch.channels_last)
     opt = make_optimizer(run["optimizer"], model.parameters(), run["lr"], run["momentum"], run["betas"])
     order = "class_sorted" if run["order"] == "class_sorted" else "shuffle"
-    train = Batches(d.images[splits.train], d.labels[splits.train], run["batch_size"], order=order,
-                    augment=False, device=device, seed=run.seed, channels_last=True)
-    val = Batches(d.images[splits.val], d.labels[splits.val], 256, order="sequential", device=device) \
-        if len(splits.val) else None
-    test = Batches(d.images[splits.test], d.labels[splits.test], 256, order="sequential", device=device)
+    train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=False,
+                    device=device, seed=run.seed, channels_last=True)
+    val = Batches(data.val.images, data.val.labels, 256, order="sequential", device=device) if len(data.val) else None
+    test = Batches(data.test.images, data.test.labels, 256, order="sequential", device=device)
     flow = GradientFlow(model, every=run["gradient_flow_every"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val,
                   accumulate="epoch" if run["order"] == "full_batch" else 1, gradient_flow=flow,
-                  checkpoint=checkpoint_path("q3", run, splits.key), keep_checkpoints=keep_checkpoints,
+                  checkpoint=checkpoint_path("q3", run, data.key), keep_checkpoints=keep_checkpoints,
                   device=device, desc=run.name,
                   channels_last=True)
     p = predict(model, test, device)
@@ -190,8 +170,26 @@ def best_run(table, names) -> str | None:
     return max(ran, key=lambda n: table.loc[n, "accuracy"]) if ran else None
 
 
-def findings(summary, parts: dict[str, dict], seeds: list[int]) -> str:
+def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
+    """Each run's and seed's training epochs, validation after each epoch, and the test split once."""
+    n = (sizes or REAL_SIZES)["images"]
+    test = held_out(n, P["test_fraction"])
+    val = held_out(n - test, P["val_fraction"])
+    train = n - test - val
+    out = []
+    for run in distinct(all_runs(plan(P))):
+        s = Setting("smallcnn", P["image_size"], P["image_size"], run["batch_size"], 2, True,
+                    optimizer=run["optimizer"])
+        label = f"{run.name} seed {run.seed}"
+        out += [Pass("q3", f"{label}: training", s, train * run["epochs"]),
+                Pass("q3", f"{label}: validation", evaluation(s, 256), val * run["epochs"]),
+                Pass("q3", f"{label}: test", evaluation(s, 256), test)]
+    return out
+
+
+def findings(summary, parts: dict[str, dict], P: dict) -> str:
     """One paragraph per part with this run's figures (the notebook's markdown holds the fixed prose)."""
+    seeds = P["seeds"]
     lines = []
     for part, label in PARTS.items():
         outcomes = parts.get(part) or {}

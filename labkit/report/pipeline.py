@@ -17,7 +17,7 @@ import pandas as pd
 
 import labkit
 from labkit.questions import registry
-from labkit.report.kernels import private_kernels
+from labkit.report.execute import run_notebook
 from labkit.params import PROFILES, ParameterError
 from labkit.report.pages import stylesheet
 from labkit.paths import atomic_write_text, environ_kept, git_commit, reports_dir
@@ -58,7 +58,6 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
     The executed copy is kept even when a cell fails, with the error in it. ``line`` shows the cell
     counter and elapsed time as the notebook runs."""
     import nbformat
-    import papermill
     source = registry.notebooks_dir() / registry.NOTEBOOKS[key]
     registry.check_names(source, params)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +73,9 @@ def execute(key: str, out_dir: Path, params: dict, timeout: int | None = None,
     log.setLevel(logging.INFO)
     log.propagate = False
     try:
-        with environ_kept({"LABKIT_PLAIN_PROGRESS"}), private_kernels() as manager:
+        with environ_kept({"LABKIT_PLAIN_PROGRESS"}):
             os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: sparse text progress, no widgets
-            papermill.execute_notebook(str(source), str(executed), parameters=params,
-                                       cwd=str(registry.notebooks_dir()),
-                                       kernel_name="python3", progress_bar=False, log_output=True,
-                                       execution_timeout=timeout, kernel_manager_class=manager)
+            run_notebook(source, executed, params, registry.notebooks_dir(), timeout, log_output=True)
         return executed, None
     except Exception as err:  # noqa: BLE001 - any failure marks this notebook failed, the others go on
         name = type(err).__name__
@@ -231,7 +227,8 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     for r in results:
         items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
         state = f"<span class='failed'>FAILED: {e(r.error or '')}</span>" if r.status == "failed" else "ok"
-        links.append(f"<li><b>{e(registry.TITLES[r.key])}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
+        title = registry.title(r.key, written.get(r.key, {}).get("params"))
+        links.append(f"<li><b>{e(title)}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
     fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
     # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
     sweeps = " · ".join(f"<a href='{e(p.relative_to(root).as_posix())}'>{e(p.parent.name)}</a>"

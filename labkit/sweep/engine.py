@@ -92,17 +92,19 @@ def plan(key: str, grid: dict[str, list], profile: str, seeds: int | None) -> tu
     if seeds and "seeds" in grid:
         raise ParameterError("give either --seeds N or -p seeds [..] [..], not both")
     path = registry.notebooks_dir() / registry.NOTEBOOKS[key]
-    import papermill
-    if seeds and "seeds" not in papermill.inspect_notebook(str(path)):
+    if seeds and "seeds" not in registry.default_parameters(key):
         raise ParameterError(f"{path.name} has no 'seeds' parameter (training seeds), so --seeds cannot set it; "
                              f"drop --seeds, or sweep one of its parameters with -p")
     base = registry.load_params(profile, key)
     values = grid_points(grid, seeds)
-    registry.check_names(path, {**base, **values[0], "profile": profile, "output_dir": None})
     points = []
     for v in values:
         params = {**base, "profile": profile, **v}
         params.pop("output_dir", None)  # each point's output folder is the worker's; the client places it
+        try:  # every point's names and values, before anything runs (a -p lr -1 is refused here)
+            registry.validate(key, params)
+        except ParameterError as err:
+            raise ParameterError(f"point {point_name(v)}: {err}") from None
         points.append(Point(point_name(v), v, params, needs_gpu(params)))
     names = [p.name for p in points]
     if len(set(names)) < len(names):

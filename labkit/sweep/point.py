@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit.report.kernels import private_kernels
+from labkit.report.execute import run_notebook
 from labkit.paths import code_fingerprint, project_root
 
 
@@ -37,7 +37,6 @@ def run_point(notebook: str, source: bytes, params: dict, timeout: int | None = 
     The working directory is the worker's ``notebooks/`` (the project contract) when it has one.
     A failing notebook is a result (``error`` set, its executed copy kept), not an exception.
     """
-    import papermill
     os.environ["LABKIT_PLAIN_PROGRESS"] = "1"  # inherited by the kernel: text progress, no widgets
     notebooks = project_root() / "notebooks"
     with tempfile.TemporaryDirectory(prefix="labkit-point-") as tmp:
@@ -47,12 +46,8 @@ def run_point(notebook: str, source: bytes, params: dict, timeout: int | None = 
         out.mkdir()
         started, error = time.perf_counter(), None
         try:
-            with private_kernels() as manager:
-                papermill.execute_notebook(str(tmp / "source.ipynb"), str(out / notebook),
-                                           parameters={**params, "output_dir": str(out)},
-                                           cwd=str(notebooks if notebooks.is_dir() else tmp), kernel_name="python3",
-                                           progress_bar=False, log_output=False, execution_timeout=timeout,
-                                           kernel_manager_class=manager)
+            run_notebook(tmp / "source.ipynb", out / notebook, {**params, "output_dir": str(out)},
+                         notebooks if notebooks.is_dir() else tmp, timeout)
         except Exception as err:  # noqa: BLE001 - sorted below: the notebook's own failure, or re-raised
             error = _notebook_error(err)
             if error is None:

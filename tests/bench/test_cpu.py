@@ -3,28 +3,12 @@ the interleaved medians exactly, and what ``make bench`` prints."""
 import multiprocessing
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from labkit import cli
 from labkit.bench import cpu as bench
 from labkit.data.synthetic import write_stl10
-
-
-def test_interleaved_runs_round_after_round_and_takes_medians(monkeypatch):
-    clock, calls = [0.0], []
-
-    def timed(name, seconds):
-        def fn():
-            calls.append(name)
-            clock[0] += seconds.pop(0)
-        return fn
-
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    out = bench._interleaved({"a": timed("a", [3.0, 1.0, 2.0]), "b": timed("b", [10.0, 30.0, 20.0])}, 3)
-    assert calls == ["a", "b", "a", "b", "a", "b"]
-    assert out == {"a": 2.0, "b": 20.0}
 
 
 def test_fit_overhead(isolated_root):

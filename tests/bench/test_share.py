@@ -6,7 +6,9 @@ from labkit.training.sharing import cores, running
 
 def test_two_processes_started_together_share_the_cores(isolated_root):
     from labkit.questions import q3_optimizers as q3
-    q3.load_data("synthetic", None, 16, 8, 0.3, 0.15, seed=0)  # as bench_shared_cores does first
+    from labkit.questions.registry import resolved_parameters
+    q3.load_data(resolved_parameters("q3", synthetic_per_class=8, image_size=16, test_fraction=0.3,
+                                     val_fraction=0.15, seed=0))  # as bench_shared_cores does first
     r = bench_share._pair(isolated_root, (0, 1), together=True, share=True, epochs=1, per_class=8, image_size=16)
     assert r["seconds"] > 0 and r["threads"] == [max(1, cores() // 2)] * 2  # each saw the other at its start
     assert not list((isolated_root / "data" / "cache" / "checkpoints").glob("*"))  # keep_checkpoints="none"

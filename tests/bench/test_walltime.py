@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from labkit.bench import walltime as wt
+from labkit.questions.contract import evaluation
 
 # fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
 pytestmark = pytest.mark.usefixtures("isolated_root")
@@ -63,6 +64,6 @@ def test_a_rate_is_measured_through_fit_and_predict():
         s = wt.shrink(wt.Setting("resnet18", 64, 224, 64, 50, True, augment=True))
         assert (s.stored_size, s.image_size, s.batch_size) == (12, 16, 4)  # still upsampled on the device
         kw = dict(device=torch.device("cpu"), steps=1, min_images=4, repeats=1)
-        assert wt.measure_rate(s, **kw) > 0 and wt.measure_rate(wt._eval(s, 4), **kw) > 0
+        assert wt.measure_rate(s, **kw) > 0 and wt.measure_rate(evaluation(s, 4), **kw) > 0
     finally:
         torch.set_num_threads(threads)

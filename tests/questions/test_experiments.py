@@ -130,6 +130,12 @@ def test_a_verdict_needs_a_majority_of_seeds():
     assert table.loc[0, "verdict"] == "within noise"  # 1 of 3 seeds
 
 
+def question(train):
+    """A question whose train_and_test is ``train(run)``."""
+    from types import SimpleNamespace
+    return SimpleNamespace(train_and_test=lambda run, data, device, keep_checkpoints: train(run))
+
+
 def test_equal_settings_train_once():
     calls = []
 
@@ -137,7 +143,7 @@ def test_equal_settings_train_once():
         calls.append(run.name)
         return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0})
 
-    runner = Runner(train)
+    runner = Runner(question(train), None, None)
     out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
                   "other_seed": [Run("other_seed", {"lr": 1}, 1)]})
     assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
@@ -159,7 +165,8 @@ def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(err
             raise error
         return Outcome(run.name, run.settings, run.seed, None, np.array([0, 1]), np.array([0, 1]))
 
-    out = Runner(train)({"big": [Run("big", {"batch_size": 256}, 0)], "small": [Run("small", {"batch_size": 32}, 0)]})
+    out = Runner(question(train), None, None)({"big": [Run("big", {"batch_size": 256}, 0)],
+                                               "small": [Run("small", {"batch_size": 32}, 0)]})
     assert out["big"][0].error == (f"{type(error).__name__}: CUDA out of memory. Tried to allocate 2.00 GiB (out of "
                                    f"memory at batch_size=256: try a smaller batch_size)")
     assert out["big"][0].accuracy is None and out["small"][0].accuracy == 1.0  # the other runs go on
@@ -175,3 +182,13 @@ def test_figures_leave_failed_runs_out_and_name_them():
     assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
                                   "`sgd`: RuntimeError: out of memory.")
     assert failure_note({"adam": [outcome("adam", 8)]}) == ""
+
+
+def test_holm_keeps_its_running_maximum_on_non_monotone_inputs():
+    """p = 0.01 0.04 0.03 0.005 (m = 4), sorted 0.005 0.01 0.03 0.04, times 4 3 2 1: 0.02 0.03 0.06 0.04; the
+    largest is not allowed below the one before it (step-down: running maximum), so 0.04 -> 0.06."""
+    from labkit.questions.experiments import holm
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1.0 (capped at 1), then max(1.0, 0.6)
+    assert holm([0.2, 0.01, 0.3]) == pytest.approx([0.4, 0.03, 0.4])  # 0.03, 0.4, max(0.4, 0.3)
+    assert holm([0.04]) == [0.04] and holm([]) == []

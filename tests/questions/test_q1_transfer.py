@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from labkit.questions import q1_transfer as q1
-from labkit.questions.registry import default_parameters
+from labkit.questions.registry import default_parameters, resolved_parameters
 from labkit.params import ParameterError
 
 
@@ -27,21 +27,23 @@ def test_smoke_notebook_writes_every_run(smoke_report):
 def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
     """Demo-sized synthetic STL-10 with the demo's stand-in (ResNet-18): both trained approaches beat chance (10 %)."""
     P = q1.parameters(default_parameters("q1"))
-    data = q1.load_data("synthetic", None, 30, 30)
+    data = q1.load_data(P)
     runs = q1.plan({**P, "runs": [{"name": "svm"}, {"name": "finetune"}]})
-    out = {name: q1.train_and_test(per_seed[0], data, torch.device("cpu")) for name, per_seed in runs.items()}
-    # The demo's floors (issue goals: >= 70 %) with a wide margin: the demo measured about 95 % for both on these
-    # 300 test images, whose 95 % interval is about ±2.5 points, so 0.7 fails only if transfer really broke.
-    assert out["svm"].accuracy > 0.7 and out["finetune"].accuracy > 0.7, out
+    out = {name: q1.train_and_test(per_seed[0], data, torch.device("cpu"))
+           for part in runs.values() for name, per_seed in part.items()}
+    # The demo measured about 95 % for both on these 300 test images: SE = sqrt(0.95 x 0.05 / 300) = 1.26 points,
+    # so 3 SE below is 91 %; a floor of 0.9 lets test-set noise pass and catches a 5-point regression.
+    assert out["svm"].accuracy > 0.9 and out["finetune"].accuracy > 0.9, out
 
 
 def test_runs_select_methods_and_refuse_what_does_not_apply():
     P = q1.parameters(default_parameters("q1"))
-    assert list(q1.plan({**P, "runs": [{"name": "svm", "svm_c": 1.0}]})) == ["svm"]
-    assert q1.plan({**P, "runs": []}) == {}
+    assert q1.plan({**P, "runs": [{"name": "svm", "svm_c": 1.0}]})["svm"].keys() == {"svm"}
+    assert q1.plan({**P, "runs": []}) == {"svm": {}, "zero_shot": {}, "finetune": {}}  # the parts, each empty
     planned = q1.plan({**P, "seeds": [0, 1], "runs": [{"name": "zero_shot"}, {"name": "finetune", "lr": 0.1}]})
-    assert len(planned["zero_shot"]) == 1 and len(planned["finetune"]) == 2  # deterministic methods run once
-    assert planned["finetune"][1]["lr"] == 0.1 and "svm_c" not in planned["finetune"][0].settings
+    zero_shot, finetune = planned["zero_shot"]["zero_shot"], planned["finetune"]["finetune"]
+    assert len(zero_shot) == 1 and len(finetune) == 2  # deterministic methods run once
+    assert finetune[1]["lr"] == 0.1 and "svm_c" not in finetune[0].settings
     with pytest.raises(ParameterError, match="name='knn' is not allowed"):
         q1.plan({**P, "runs": [{"name": "knn"}]})
     with pytest.raises(ParameterError, match="'lr' do not apply to svm"):
@@ -49,20 +51,23 @@ def test_runs_select_methods_and_refuse_what_does_not_apply():
 
 
 def test_features_are_cached(isolated_root):
-    data = q1.load_data("synthetic", None, 2, 1)
-    model, _, _ = q1.source_model("resnet18", "standin")
+    """The cache, not the backbone, is under test: a ResNet in shape only (no stand-in to pre-train first)."""
+    from conftest import tiny_resnet
+    data = q1.load_data(resolved_parameters("q1", synthetic_train_per_class=2, synthetic_test_per_class=1))
+    model = tiny_resnet(num_classes=7)
     args = dict(image_size=32, device=torch.device("cpu"), weights="standin", arch="resnet18")
     first = q1.extract(model, data.test.images, **args)
     model.fc.weight.data.zero_()  # a cache hit must not run the model again
+    model.fc.bias.data.zero_()
     second = q1.extract(model, data.test.images, **args)
-    assert torch.equal(first["fc"], second["fc"]) and first["avgpool"].shape == (10, 512)
-    assert not np.allclose(second["fc"].numpy(), 0)
+    assert torch.equal(first["fc"], second["fc"]) and first["avgpool"].shape == (10, 16)
+    assert first["fc"].shape == (10, 7) and not np.allclose(second["fc"].numpy(), 0)
+    other = q1.extract(model, data.test.images, **{**args, "image_size": 40})  # another key: the model runs
+    assert np.allclose(other["fc"].numpy(), 0)
 
 
 def test_same_seed_same_numbers_with_caches_cleared(same_twice):
-    same_twice(q1, "q1", lambda P: q1.load_data(P["data_source"], P["data_dir"], P["synthetic_train_per_class"],
-                                                P["synthetic_test_per_class"], P["seed"]),
-               lambda plan: [plan["svm"][0], plan["finetune"][0]])
+    same_twice(q1, "q1", q1.load_data, lambda plan: [plan["svm"]["svm"][0], plan["finetune"]["finetune"][0]])
 
 
 def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
@@ -71,7 +76,7 @@ def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
     asked = []
     real = q1.predict
     monkeypatch.setattr(q1, "predict", lambda *a, **kw: asked.append(kw.get("mixed_precision")) or real(*a, **kw))
-    data = q1.load_data("synthetic", None, 2, 1)
+    data = q1.load_data(resolved_parameters("q1", synthetic_train_per_class=2, synthetic_test_per_class=1))
     model, _, _ = q1.source_model("resnet18", "standin-smoke")
     q1.extract(model, data.test.images, image_size=32, device=torch.device("cpu"), weights="standin-smoke",
                arch="resnet18")
@@ -80,8 +85,8 @@ def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
 
 def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):
     P = q1.parameters({**default_parameters("q1", "smoke"), "val_fraction": 0.0, "arch": "resnet18"})
-    data = q1.load_data("synthetic", None, P["synthetic_train_per_class"], P["synthetic_test_per_class"])
-    (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]
+    data = q1.load_data(P)
+    (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]["finetune"]
     out = q1.train_and_test(run, data, torch.device("cpu"))
     assert out.history.images == len(data.train) * run["epochs"]  # every training image, every epoch
     assert all(e.get("val_loss") is None for e in out.history.epochs)  # no validation curve

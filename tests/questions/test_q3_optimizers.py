@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from labkit.questions import q3_optimizers as q3
-from labkit.questions.registry import NOTEBOOKS, default_parameters
+from labkit.data import ImageSet
+from labkit.questions.contract import Data
+from labkit.questions.registry import NOTEBOOKS, default_parameters, resolved_parameters
 from labkit.params import ParameterError
 
 Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "adam_bs64", "shuffled", "sorted",
@@ -28,10 +30,10 @@ def test_smoke_notebook_writes_every_run(smoke_report):
 def test_demo_sized_adam_beats_chance(isolated_root):
     """The demo's data and Adam settings (from the notebook's defaults) learn the synthetic task."""
     P = q3.parameters(default_parameters("q3"))
-    splits = q3.load_data("synthetic", None, 32, 400, 0.3, 0.15, 0)
-    assert len(splits.data.skipped) == 3 and len(splits.test) == 240
+    data = q3.load_data(P)
+    assert len(data.skipped) == 3 and len(data.test) == 240
     (run,) = q3.plan(P)["optimizers"]["adam"]
-    acc = q3.train_and_test(run, splits, torch.device("cpu")).accuracy
+    acc = q3.train_and_test(run, data, torch.device("cpu")).accuracy
     assert acc > 0.65, acc  # chance is 0.5; the test split has 240 images
 
 
@@ -49,32 +51,29 @@ def test_q3_notebook_is_known_to_the_report():
 
 def test_same_seed_same_numbers_with_caches_cleared(same_twice):
     same_twice(q3, "q3",
-               lambda P: q3.load_data(
-                   P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"], P["test_fraction"],
-                   P["val_fraction"], P["seed"]),
+               q3.load_data,
                lambda plan: [plan["optimizers"]["sgd_bs1"][0],
                               plan["optimizers"]["adam"][0],
                               plan["order"]["full_batch"][0]])
 
 
 def test_val_fraction_0_trains_on_the_whole_training_split(isolated_root):
-    P = q3.parameters({**default_parameters("q3", "smoke"), "val_fraction": 0.0})
-    splits = q3.load_data(P["data_source"], P["data_dir"], P["image_size"], P["synthetic_per_class"],
-                          P["test_fraction"], P["val_fraction"], P["seed"])
-    assert len(splits.val) == 0 and len(splits.train) + len(splits.test) == len(splits.data)
-    out = q3.train_and_test(q3.plan(P)["optimizers"]["adam"][0], splits, torch.device("cpu"))
+    P = resolved_parameters("q3", "smoke", val_fraction=0.0)
+    data = q3.load_data(P)
+    assert len(data.val) == 0 and len(data.train) + len(data.test) == data.counts().to_numpy().sum()
+    out = q3.train_and_test(q3.plan(P)["optimizers"]["adam"][0], data, torch.device("cpu"))
     assert out.history.epochs and all("val_accuracy" not in e for e in out.history.epochs)
     assert out.cost["epochs"] == len(out.history.epochs) and out.cost["train_images_per_second"] > 0
-    assert out.history.images == len(splits.train) * len(out.history.epochs)  # every training image, each epoch
+    assert out.history.images == len(data.train) * len(out.history.epochs)  # every training image, each epoch
 
 
 def test_split_counts_are_ints_with_0_for_an_empty_validation_split():
     """val_fraction 0 (the full profiles) leaves the validation split empty: its column shows 0, not NaN,
     and a class missing from one split counts 0 there too."""
-    data = q3.ImageSet(torch.zeros(7, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1, 0, 0, 0]),
-                       ["cat", "dog"])
-    splits = q3.Splits(data, np.array([0, 1, 2, 3]), np.array([], dtype=np.int64), np.array([4, 5, 6]), "", "")
-    counts = q3.split_counts(splits)
+    images = ImageSet(torch.zeros(7, 3, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 0, 1, 0, 0, 0]),
+                      ["cat", "dog"])
+    data = Data(images.subset([0, 1, 2, 3]), images.subset([]), images.subset([4, 5, 6]), "", "")
+    counts = data.counts()
     assert list(counts.columns) == ["train", "validation", "test"] and list(counts.index) == ["cat", "dog"]
     assert counts.to_dict("list") == {"train": [2, 2], "validation": [0, 0], "test": [3, 0]}
     assert all(dtype.kind == "i" for dtype in counts.dtypes) and not counts.isna().any().any()

@@ -45,7 +45,8 @@ def declared(key: str) -> dict:
 def test_registry():
     assert registry.NOTEBOOKS == {"q1": "q1_stl10_transfer.ipynb", "q2": "q2_tinyimagenet_losses.ipynb",
                                   "q3": "q3_dogs_vs_cats_optimizers.ipynb"}
-    assert list(registry.TITLES) == list(registry.NOTEBOOKS)
+    assert [registry.question(k).__name__ for k in registry.QUESTIONS] == [
+        "labkit.questions.q1_transfer", "labkit.questions.q2_losses", "labkit.questions.q3_optimizers"]
     assert registry.notebooks_dir() == ROOT / "notebooks"
     assert registry.available() == ["q1", "q2", "q3"]
     assert sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")) == sorted(registry.NOTEBOOKS.values())
@@ -112,7 +113,7 @@ def test_every_profile_file_validates_against_its_notebook(key, profile):
     P = module.parameters(registry.default_parameters(key, profile))
     assert P["profile"] == profile
     planned = module.plan(P)
-    runs = planned if key != "q3" else {n: r for part in planned.values() for n, r in part.items()}
+    runs = {n: r for part in planned.values() for n, r in part.items()}
     assert runs and all(len(per_seed) >= 1 for per_seed in runs.values())
 
 
@@ -251,3 +252,22 @@ def test_a_failed_run_is_reported_and_the_notebook_goes_on(isolated_root, key, m
     assert shown.count("**Failed** (the other runs went on; not in the figures)") >= len(failing) - (key == "q1")
     flagged = {"q1": "features + SVM (failed)", "q2": "`ce` (failed)", "q3": "**failed**"}[key]
     assert flagged in shown  # the conclusion names it too
+
+
+def test_titles_name_the_architecture_the_parameters_train():
+    """The index said "ResNet-50" for Q1 while the demo ran ResNet-18: the title comes from the run's parameters."""
+    assert registry.title("q1", {"arch": "resnet18"}) == "Q1 · STL-10 transfer learning (ResNet-18)"
+    assert registry.title("q1", registry.load_params("full", "q1")) == "Q1 · STL-10 transfer learning (ResNet-50)"
+    assert registry.title("q1") == "Q1 · STL-10 transfer learning (ResNet-18)"  # the demo's, in the cell
+    assert registry.title("q2") == "Q2 · Tiny ImageNet losses (ResNet-18)"
+    assert registry.title("q3") == "Q3 · Dogs vs Cats optimizers (small CNN)"
+
+
+def test_defaults_are_read_from_the_cell_without_running_it(tmp_path):
+    """``ast.literal_eval`` of each assignment: the package never executes its notebooks' cells."""
+    assert registry.cell_defaults('x: int = 3  # a comment\ny: list = [{"name": "a"}]\nz: Optional[str] = None\n'
+                                  'from typing import Optional\n') == {"x": 3, "y": [{"name": "a"}], "z": None}
+    with pytest.raises(ValueError):
+        registry.cell_defaults("x: int = __import__('os').getpid()\n")
+    assert registry.default_parameters("q3")["runs_order"][1] == {"name": "sorted", "optimizer": "adam",
+                                                                  "order": "class_sorted"}

@@ -286,7 +286,7 @@ def test_one_q3_learning_rate_changed_through_papermill(smoke_report, tmp_path):
             {"name": "adam", "optimizer": "adam", "lr": 0.02}]
     import papermill
     import yaml
-    from labkit.report.kernels import private_kernels
+    from labkit.report.execute import private_kernels
     params = {**yaml.safe_load((root / "notebooks/params/smoke/q3.yaml").read_text()),
               "output_dir": str(out), "runs_optimizers": runs}
     with pytest.MonkeyPatch.context() as mp, private_kernels() as manager:

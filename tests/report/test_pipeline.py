@@ -13,6 +13,36 @@ from labkit.report import pipeline as report
 from labkit.questions.registry import NOTEBOOKS, available
 
 
+def test_each_index_row_carries_its_own_runs_flag_and_numbers(tmp_path):
+    """build_index on hand-made metrics.json contents: each row's flag is its own run's (a diverged run reads
+    DIVERGED, a failed one FAILED, never each other's), with its accuracy, interval and the original's number;
+    a notebook that failed gets one FAILED row."""
+    import re
+    runs = {"adam": {"accuracy": 0.8125, "accuracy_ci_low": 0.75, "accuracy_ci_high": 0.875, "status": "ok",
+                     "train_seconds": 12.34},
+            "sgd": {"accuracy": 0.5, "accuracy_ci_low": 0.4, "accuracy_ci_high": 0.6, "status": "at_chance"},
+            "sgd_bs1": {"accuracy": 0.25, "accuracy_ci_low": 0.2, "accuracy_ci_high": 0.3, "status": "below_chance"},
+            "sgd_momentum": {"accuracy": None, "status": "diverged"},
+            "adam_bs16": {"accuracy": None, "status": "failed", "error": "RuntimeError: boom"}}
+    results = [report.NotebookResult("q3"), report.NotebookResult("q2", status="failed", error="kernel died")]
+    written = {"q3": {"runs": runs, "weights": "none", "device": "cpu"}}
+    page = report.build_index(tmp_path, "smoke", results, written, {"profile": "smoke"}).read_text()
+    rows = re.findall(r"<tr class='(\w+)'><td>(\w+)</td><td>([^<]+)</td><td class='num'>([^<]*)</td>"
+                      r"<td class='num'>([^<]*)</td><td class='num'>([^<]*)</td><td class='num'>([^<]*)</td>"
+                      r"<td>([^<]*)</td></tr>", page)
+    assert rows == [
+        ("ok", "q3", "adam", "81.25", "75.00–87.50", "82.33", "12.3", ""),
+        ("at_chance", "q3", "sgd", "50.00", "40.00–60.00", "63.94", "", "AT CHANCE"),
+        ("below_chance", "q3", "sgd_bs1", "25.00", "20.00–30.00", "43.24", "", "BELOW CHANCE"),
+        ("diverged", "q3", "sgd_momentum", "", "", "75.79", "", "DIVERGED"),
+        ("failed", "q3", "adam_bs16", "", "", "82.85", "", "FAILED"),
+        ("failed", "q2", "(notebook failed)", "", "", "", "", "FAILED")]
+    import pandas as pd
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["status"].tolist() == ["ok", "at_chance", "below_chance", "diverged", "failed", "failed"]
+    assert summary["run"].tolist()[:5] == list(runs)
+
+
 def test_smoke_report_produces_every_page(smoke_report, chromium):
     root, code = smoke_report
     assert code == 0
@@ -102,7 +132,7 @@ def tiny_project(tmp_path, monkeypatch):
         (tmp_path / "notebooks" / "params" / "smoke" / f"{key}.yaml").write_text("profile: smoke\n")
     monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
     monkeypatch.setattr(registry, "NOTEBOOKS", {"bad": "bad.ipynb", "good": "good.ipynb"})
-    monkeypatch.setattr(registry, "TITLES", {"bad": "Bad", "good": "Good"})
+    monkeypatch.setattr(registry, "QUESTIONS", {key: registry.Entry(key, f"{key}.ipynb", None) for key in ("bad", "good")})
     return tmp_path
 
 

@@ -70,6 +70,7 @@ def tiny(tmp_path, monkeypatch):
         (params / f"{key}.yaml").write_text("profile: smoke\n")
     monkeypatch.setenv("LABKIT_ROOT", str(tmp_path))
     monkeypatch.setattr(registry, "NOTEBOOKS", {"tiny": "tiny.ipynb", "plain": "plain.ipynb"})
+    monkeypatch.setattr(registry, "QUESTIONS", {key: registry.Entry(key, f"{key}.ipynb", None) for key in ("tiny", "plain")})
     return tmp_path
 
 
@@ -231,3 +232,15 @@ def test_sweep_values_are_typed():
     points = grid_points({"lr": [0.1, 0.01], "batch_size": [16]}, seeds=2)
     assert len(points) == 4 and points[1] == {"lr": 0.1, "batch_size": 16, "seeds": [1]}
     assert point_name({"lr": 0.001, "betas": [0.9, 0.99]}) == "lr=0.001_betas=0.9,0.99"
+
+
+def test_every_points_values_are_checked_before_anything_runs():
+    """A bad value fails here, for the point that has it, not inside that point's first cell after a kernel start."""
+    from labkit.params import ParameterError
+    from labkit.sweep.engine import plan
+    points, _ = plan("q3", {"lr": [1e-3]}, "smoke", None)  # the checkout's real notebook
+    assert [p.name for p in points] == ["lr=0.001"]
+    with pytest.raises(ParameterError, match=r"point lr=-1\.0: q3_dogs_vs_cats_optimizers.ipynb: .*'lr'.*out of range"):
+        plan("q3", {"lr": [1e-3, -1.0]}, "smoke", None)
+    with pytest.raises(ParameterError, match=r"runs_order\[0\].*'momentun'"):
+        plan("q3", {"runs_order": [[{"name": "x", "momentun": 0.9}]]}, "smoke", None)

@@ -42,15 +42,44 @@ def test_sgd_settings_reach_the_param_groups():
 
 
 def test_adam_settings_reach_the_param_groups():
-    (group,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-3, betas=[0.5, 0.99],  # a list, as YAML gives
+    # 3e-4, not torch's default 1e-3: an Adam built without the lr would pass with 1e-3
+    (group,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 3e-4, betas=[0.5, 0.99],  # a list, as YAML gives
                               weight_decay=0.01).param_groups
-    assert (group["lr"], group["betas"], group["weight_decay"]) == (1e-3, (0.5, 0.99), 0.01)
-    (default,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-3, momentum=0.9).param_groups
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.5, 0.99), 0.01)
+    (default,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-5, momentum=0.9).param_groups
     assert default["betas"] == (0.9, 0.999) and "momentum" not in default  # momentum is SGD's
+    assert default["lr"] == 1e-5 and default["weight_decay"] == 0.0
+
+
+@pytest.mark.parametrize("name, lr", [("adam", 1e-4), ("adam", 1e-5), ("sgd", 0.0123)])
+def test_the_requested_learning_rate_sets_the_step_size(name, lr):
+    """The full profile's learning rates (1e-4, 1e-5), seen in the step itself: plain SGD moves a weight by
+    lr x gradient; Adam's first step moves every weight with a nonzero gradient by lr (m / sqrt(v) = +-1)."""
+    layer = nn.Linear(3, 1, bias=False)
+    start = layer.weight.detach().clone()
+    opt = make_optimizer(name, layer.parameters(), lr)
+    layer(torch.tensor([[1.0, -2.0, 0.5]])).sum().backward()
+    grad = layer.weight.grad.clone()
+    opt.step()
+    step = start - layer.weight.detach()
+    expected = lr * grad if name == "sgd" else lr * grad.sign()
+    assert torch.allclose(step, expected, rtol=1e-2, atol=0), (step, expected)  # float32 rounding
+
+
+def _torch_has_a_fused_cpu_kernel(name: str) -> bool:
+    """torch grew fused CPU kernels in 2.4; pyproject admits torch 2.2, where make_optimizer falls back."""
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[name]
+    try:
+        cls(nn.Linear(1, 1).parameters(), lr=0.1, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fused_on_the_cpu(name):
+    if not _torch_has_a_fused_cpu_kernel(name):
+        pytest.skip(f"torch {torch.__version__} has no fused {name} kernel for the CPU")
     opt = make_optimizer(name, nn.Linear(2, 2).parameters(), 0.1)
     assert opt.defaults["fused"] is True
 

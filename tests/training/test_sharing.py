@@ -55,8 +55,20 @@ def start_second(path: Path, mode: str) -> subprocess.Popen:
                             text=True)
 
 
-def wait_for(proc: subprocess.Popen, line: str) -> None:
-    got = proc.stdout.readline().strip()
+def wait_for(proc: subprocess.Popen, line: str, timeout: float = 300) -> None:
+    """The second process's next line, read by a thread of its own so a hung process fails the test after
+    ``timeout`` seconds (generous: a loaded machine) instead of blocking the suite."""
+    import queue
+    import threading
+    lines = getattr(proc, "lines", None)
+    if lines is None:
+        lines = proc.lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout] + [lines.put("")], daemon=True).start()
+    try:
+        got = lines.get(timeout=timeout).strip()
+    except queue.Empty:
+        proc.kill()
+        pytest.fail(f"the second process said nothing within {timeout} s (waiting for {line!r})")
     assert got == line, f"the second process said {got!r} (exit {proc.poll()})"
 
 

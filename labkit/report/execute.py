@@ -1,4 +1,4 @@
-"""Notebook kernels that papermill starts over Unix sockets instead of TCP on localhost.
+"""Executing a notebook: papermill on a kernel that talks over Unix sockets instead of TCP on localhost.
 
 Over TCP, ipykernel warns on the terminal, in every notebook run, that its traffic is not encrypted; Unix
 sockets in a private temporary folder are reachable by this user only, so the warning has no cause (the
@@ -52,3 +52,15 @@ def private_kernels() -> Iterator[type]:
     sockets in a temporary folder removed on exit."""
     with tempfile.TemporaryDirectory(prefix="labkit-kernel-") as sockets:  # short: a socket path has ~100 chars
         yield kernel_manager_class(Path(sockets))
+
+
+def run_notebook(source: Path, executed: Path, params: dict, cwd: Path, timeout: int | None = None,
+                 log_output: bool = False) -> None:
+    """The one place labkit calls papermill: execute ``source`` into ``executed`` with ``params`` (injected
+    after the parameters cell), working directory ``cwd``, on a private kernel over Unix sockets. A cell that
+    raises raises here (papermill's ``PapermillExecutionError``); the executed copy keeps the error."""
+    import papermill
+    with private_kernels() as manager:
+        papermill.execute_notebook(str(source), str(executed), parameters=params, cwd=str(cwd),
+                                   kernel_name="python3", progress_bar=False, log_output=log_output,
+                                   execution_timeout=timeout, kernel_manager_class=manager)

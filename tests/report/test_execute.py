@@ -7,7 +7,7 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from labkit.report.kernels import private_kernels
+from labkit.report.execute import private_kernels
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="Unix sockets only")
 

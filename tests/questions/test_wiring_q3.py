@@ -1,0 +1,180 @@
+"""Q3's run settings reach the code they control: each one set away from its library default (and the notebook's)
+and observed where it acts — the optimizer's param_groups, the batches, the update count, the validation curve,
+the gradient-flow rows, the checkpoint — at smoke size (a few dozen 16-pixel images, a small CNN, 1-2 epochs)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_root
+from labkit.questions import q3_optimizers as q3
+from labkit.data import Batches
+from labkit.questions.registry import default_parameters
+from labkit.training.loop import evaluate
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, shared_standin):
+    with pytest.MonkeyPatch.context() as mp:
+        path = make_root(tmp_path_factory.mktemp("wiring-q3"), shared_standin)
+        mp.setenv("LABKIT_ROOT", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def P(root):
+    return q3.parameters(default_parameters("q3", "smoke"))
+
+
+def load(P, **over):
+    return q3.load_data({**P, **over})
+
+
+@pytest.fixture(scope="module")
+def splits(P):
+    return load(P)
+
+
+class FitSpy:
+    """q3.fit replaced by a call-through that keeps what reached it: the model, the training and validation
+    batches, the optimizer (its param_groups as built), ``accumulate``, the checkpoint, and the input shapes the
+    model saw while training."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = q3.fit
+
+        def fit(model, train, **kw):
+            call = {"model": model, "train": train, **kw, "shapes": [],
+                    "groups": [{k: v for k, v in g.items() if k != "params"} for g in kw["optimizer"].param_groups],
+                    "labels_epoch0": train.labels[train.indices()].tolist()}
+            hook = model.register_forward_pre_hook(lambda m, args: call["shapes"].append(tuple(args[0].shape))
+                                                   if m.training else None)
+            try:
+                call["history"] = real(model, train, **kw)
+            finally:
+                hook.remove()
+            self.calls.append(call)
+            return call["history"]
+
+        monkeypatch.setattr(q3, "fit", fit)
+
+
+def train(P, splits, monkeypatch, keep="none", seeds=(0,), **run):
+    """One run named "r" with these settings over the smoke profile's, trained through the spy."""
+    spy = FitSpy(monkeypatch)
+    planned = q3.plan({**P, "seeds": list(seeds), "runs_optimizers": [{"name": "r", **run}], "runs_batch_sizes": [],
+                       "runs_order": [], "runs_betas": []})
+    outcomes = [q3.train_and_test(r, splits, CPU, keep_checkpoints=keep) for r in planned["optimizers"]["r"]]
+    return (outcomes[0], spy.calls[0]) if len(seeds) == 1 else (outcomes, spy.calls)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"optimizer": "adam", "lr": 3e-4, "betas": [0.5, 0.99]},
+     {"type": torch.optim.Adam, "lr": 3e-4, "betas": (0.5, 0.99)}),
+    ({"optimizer": "adam", "lr": 0.02},
+     {"type": torch.optim.Adam, "lr": 0.02, "betas": (0.9, 0.999)}),
+    ({"optimizer": "sgd", "lr": 0.037, "momentum": 0.6},
+     {"type": torch.optim.SGD, "lr": 0.037, "momentum": 0.6}),
+    ({"optimizer": "sgd", "lr": 0.004},
+     {"type": torch.optim.SGD, "lr": 0.004, "momentum": 0.0}),
+], ids=["adam-lr-betas", "adam-lr", "sgd-lr-momentum", "sgd-plain"])
+def test_optimizer_settings_reach_the_param_groups(P, splits, monkeypatch, settings, expected):
+    out, call = train(P, splits, monkeypatch, **settings)
+    assert type(call["optimizer"]) is expected.pop("type")
+    (group,) = call["groups"]
+    for key, value in expected.items():
+        assert group[key] == pytest.approx(value), (key, group[key])
+    # every trainable parameter of the model is in the optimizer, and it stepped
+    assert {id(p) for p in call["optimizer"].param_groups[0]["params"]} == {id(p) for p in call["model"].parameters()}
+    assert out.cost["updates"] > 0
+
+
+def test_batch_size_and_epochs_reach_the_batches_and_the_update_count(P, splits, monkeypatch):
+    out, call = train(P, splits, monkeypatch, batch_size=5, epochs=2)
+    n = len(splits.train)
+    per_epoch = math.ceil(n / 5)
+    assert call["train"].batch_size == 5 and call["epochs"] == 2
+    assert [s[0] for s in call["shapes"]] == ([5] * (n // 5) + ([n % 5] if n % 5 else [])) * 2
+    assert out.cost["epochs"] == 2 == len(out.history.epochs)
+    assert out.cost["updates"] == 2 * per_epoch == len(out.history.updates)
+    assert out.history.images == 2 * n
+
+
+def test_class_sorted_order_reaches_the_batches(P, splits, monkeypatch):
+    _, sorted_call = train(P, splits, monkeypatch, order="class_sorted", batch_size=8)
+    labels = sorted_call["labels_epoch0"]
+    assert labels == sorted(labels) and set(labels) == {0, 1}
+    _, shuffled_call = train(P, splits, monkeypatch, order="shuffle", batch_size=8)
+    shuffled = shuffled_call["labels_epoch0"]
+    assert sorted(shuffled) == labels and shuffled != labels  # the same images in another order
+
+
+def test_full_batch_order_makes_one_update_per_epoch(P, splits, monkeypatch):
+    out, call = train(P, splits, monkeypatch, order="full_batch", batch_size=8, epochs=2)
+    assert call["accumulate"] == "epoch"
+    assert len(call["train"]) > 1  # several batches per epoch ...
+    assert out.cost["updates"] == 2 and [u["epoch"] for u in out.history.updates] == [1, 2]  # ... one step each
+    shuffled, plain = train(P, splits, monkeypatch, order="shuffle", batch_size=8, epochs=2)
+    assert plain["accumulate"] == 1 and shuffled.cost["updates"] == 2 * len(plain["train"])
+
+
+def test_the_validation_curve_is_computed_on_the_validation_split(P, splits, monkeypatch):
+    out, call = train(P, splits, monkeypatch, epochs=1, lr=0.01)
+    val = call["val"]
+    assert torch.equal(val.labels, splits.val.labels) and torch.equal(val.images, splits.val.images)
+    model = call["model"]  # its final weights: the last epoch's curve point must be recomputable from them
+
+    def independent(part):
+        return evaluate(model, Batches(part.images, part.labels, 7, order="sequential", channels_last=True), CPU)
+
+    on_val, on_train = independent(splits.val), independent(splits.train)
+    last = out.history.epochs[-1]
+    assert last["val_loss"] == pytest.approx(on_val["loss"], rel=1e-4)
+    assert last["val_accuracy"] == pytest.approx(on_val["accuracy"])
+    assert on_val["loss"] != pytest.approx(on_train["loss"], rel=1e-4)  # the two splits are distinguishable
+
+
+@pytest.mark.parametrize("val_fraction", [0.25, 0.5])
+def test_val_fraction_sizes_the_validation_batches(P, monkeypatch, val_fraction):
+    splits = load(P, val_fraction=val_fraction)
+    n = len(splits.train) + len(splits.val)
+    assert len(splits.val) == pytest.approx(val_fraction * n, abs=1)
+    out, call = train(P, splits, monkeypatch)
+    assert len(call["val"].labels) == len(splits.val) and len(call["train"].labels) == len(splits.train)
+    assert out.history.images == len(splits.train)
+
+
+def test_image_size_reaches_the_network(P, monkeypatch):
+    splits = load(P, image_size=20)
+    assert splits.train.images.shape[-2:] == (20, 20)
+    out, call = train(P, splits, monkeypatch, batch_size=8)
+    assert {s[1:] for s in call["shapes"]} == {(3, 20, 20)}
+
+
+def test_gradient_flow_every_reaches_the_recorder(P, splits, monkeypatch):
+    out, call = train({**P, "gradient_flow_every": 2}, splits, monkeypatch, batch_size=4, epochs=1)
+    updates = out.cost["updates"]
+    assert updates >= 4
+    assert sorted({r["update"] for r in call["gradient_flow"].rows}) == list(range(2, updates + 1, 2))
+    flow = out.artifacts["gradient_flow"]
+    assert list(flow["layer"]) == ["conv1", "bn1", "conv2", "bn2", "conv3", "linear1", "linear2"]
+    assert (flow["mean_abs_grad"] > 0).all()
+
+
+def test_each_training_seed_trains_from_scratch_with_its_own_checkpoint(P, splits, monkeypatch):
+    """Two seeds of one run: two checkpoint files, each seed trained (not resumed from the other's final state),
+    its own batch order and initialisation, so different weights."""
+    outs, calls = train(P, splits, monkeypatch, keep="final", seeds=(3, 4), batch_size=8)
+    paths = [c["checkpoint"] for c in calls]
+    assert paths[0] != paths[1] and all(p.exists() for p in paths)
+    assert [o.history.resumed_from_epoch for o in outs] == [0, 0]
+    assert all(o.cost["updates"] == math.ceil(len(splits.train) / 8) for o in outs)
+    assert [c["train"].seed for c in calls] == [3, 4]
+    assert not torch.equal(calls[0]["train"].indices(), calls[1]["train"].indices())  # each seed's own order
+    first, second = (c["model"].state_dict() for c in calls)
+    assert any(not torch.equal(first[k], second[k]) for k in first if first[k].is_floating_point())
+    assert [u["loss"] for u in outs[0].history.updates] != [u["loss"] for u in outs[1].history.updates]
