@@ -2,7 +2,6 @@
 import math
 
 import numpy as np
-import pytest
 
 from labkit.text import is_number, percent, skipped, status_text
 
