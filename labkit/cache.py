@@ -60,12 +60,10 @@ def inventory() -> list[Item]:
 
 
 def human_size(n: float) -> str:
-    """Bytes in decimal units, as disks are sold and as ``df -H`` prints them: 0 B, 512 B, 1.2 kB, 45 MB, 2.0 GB."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" or n >= 10 else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    """Bytes in decimal units, as disks are sold and as ``df -H`` prints them (tqdm's ``format_sizeof``): 0.00B,
+    512B, 1.23kB, 45.0MB, 2.00GB."""
+    from tqdm import tqdm
+    return tqdm.format_sizeof(n, "B")
 
 
 def ago(seconds: float) -> str:

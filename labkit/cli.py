@@ -1,32 +1,17 @@
 """``python -m labkit <command>``: data, bench, report, sweep, compare, check-device, cache.
 
-An expected error (a bad parameter, profile or notebook, missing data, no network, a checksum
-mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1; ``--debug``
-shows its traceback. Anything else is a bug and keeps Python's traceback.
+An error a user can fix (:class:`labkit.errors.LabkitError`: a bad parameter, profile or notebook, missing
+data, no network, a checksum mismatch, an unsafe archive, a full disk) is one line on stderr and exit code 1;
+``--debug`` shows its traceback. Anything else is a bug and keeps Python's traceback.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import urllib.error
 
+from labkit.errors import LabkitError
 from labkit.params import ParameterError
-
-
-# The errors a user can meet and fix from their message alone, besides FileNotFoundError (a missing
-# dataset or parameter file), ConnectionError and URLError (no network, a failed download).
-EXPECTED = (("labkit.params", "ParameterError"), ("labkit.data.download", "ChecksumError"),
-            ("labkit.data.download", "UnsafeArchiveError"), ("labkit.models", "WeightsUnavailableError"),
-            ("labkit.paths", "DiskSpaceError"), ("labkit.sweep.cluster", "ClusterError"),
-            ("labkit.report.compare", "CompareError"))
-
-
-def expected_errors() -> tuple[type[BaseException], ...]:
-    """The expected error types. Looked up among the modules already imported: an error whose module
-    was never imported cannot have been raised, and importing torch to print one line takes seconds."""
-    found = tuple(getattr(sys.modules[module], name) for module, name in EXPECTED if module in sys.modules)
-    return (FileNotFoundError, ConnectionError, urllib.error.URLError) + found
 
 
 def main(argv=None) -> int:
@@ -40,19 +25,24 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("data", parents=[common], help="download, verify and extract the real datasets and ImageNet weights")
+    p.set_defaults(func=data)
     p.add_argument("--datasets", default="stl10,tiny-imagenet-200,dogs-vs-cats",
                    help="comma-separated: stl10, tiny-imagenet-200, dogs-vs-cats (or 'none')")
     p.add_argument("--no-weights", action="store_true", help="skip the ImageNet weights")
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
+    p.set_defaults(func=bench)
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
     p.add_argument("--gpu", action="store_true", help="the CUDA benchmark: ResNet-50/18 and the small CNN against "
                    "an ImageFolder + DataLoader loop, Q1's feature pass, the full profile's predicted wall time")
 
-    sub.add_parser("check-device", parents=[common], help="on a GPU machine: every question at smoke size on CUDA, "
-                   "the CUDA data paths, bf16 vs fp32, a short bench --gpu (one line per check)")
+    p = sub.add_parser("check-device", parents=[common],
+                       help="on a GPU machine: every question at smoke size on CUDA, "
+                       "the CUDA data paths, bf16 vs fp32, a short bench --gpu (one line per check)")
+    p.set_defaults(func=check_device)
 
     p = sub.add_parser("report", parents=[common], help="run every notebook, render HTML and PDF, build the index page")
+    p.set_defaults(func=report)
     p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
     p.add_argument("--only", default="", help="comma-separated notebooks, e.g. q1,q3 (default: all)")
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run (default: no limit)")
@@ -60,6 +50,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("sweep", parents=[common], help="run a notebook over a parameter grid on Dask and compare "
                                                         "the runs")
+    p.set_defaults(func=sweep)
     p.add_argument("notebook", help="q1, q2 or q3")
     p.add_argument("-p", "--param", nargs="+", action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a parameter and its values, e.g. -p lr 1e-3 1e-4 (repeat -p for a grid)")
@@ -77,6 +68,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("compare", parents=[common], help="compare two reports run by run: what changed, and "
                                                           "whether it is more than noise")
+    p.set_defaults(func=compare)
     p.add_argument("a", metavar="A", help="a report's profile folder (reports/demo), a notebook folder "
                                           "(reports/demo/q3) or a sweep point folder")
     p.add_argument("b", metavar="B", help="the same kind of folder, to compare with A")
@@ -90,6 +82,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("cache", parents=[common], help="what data/cache holds, by kind, with sizes and last use; "
                                                         "--prune removes old checkpoints")
+    p.set_defaults(func=cache)
     p.add_argument("--prune", action="store_true",
                    help="remove the checkpoints of runs not used for --older-than (default 7d), or all of --notebook; "
                         "never the datasets")
@@ -101,84 +94,94 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return run(parser, args)
+        return args.func(parser, args)
     except KeyboardInterrupt:
         if args.debug:
             raise
         print("labkit: interrupted; run the command again to resume", file=sys.stderr)
         return 130
-    except Exception as err:  # noqa: BLE001 -- only the expected ones are shortened, the rest re-raised
-        if args.debug or not isinstance(err, expected_errors()):
+    except Exception as err:  # noqa: BLE001 -- only a user's errors are shortened, the rest re-raised
+        if args.debug or not isinstance(err, LabkitError):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"labkit: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 1
 
 
-def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if args.command == "data":
-        from labkit.data.download import SOURCES, fetch_dataset
-        names = [] if args.datasets == "none" else [d.strip() for d in args.datasets.split(",") if d.strip()]
-        unknown = [name for name in names if name not in SOURCES]
-        if unknown:  # before any download starts
-            raise ParameterError(f"unknown dataset(s) {', '.join(map(repr, unknown))}; allowed: "
-                                 f"{', '.join(SOURCES)} or none")
-        for name in names:
-            print(f"{name}: fetching {SOURCES[name].url}", flush=True)
-            if SOURCES[name].note:
-                print(f"  note: {SOURCES[name].note}")
-            print(f"{name}: ready in {fetch_dataset(name)}", flush=True)
-        if not args.no_weights:
-            from labkit.models import ARCHS, load_imagenet_state_dict
-            for arch in ARCHS:
-                load_imagenet_state_dict(arch)
-                print(f"ImageNet weights for {arch}: cached (hash verified by torchvision)", flush=True)
-        return 0
-    if args.command == "report":
-        from labkit.report.pipeline import make_report
-        only = [k.strip() for k in args.only.split(",") if k.strip()] or None
-        return make_report(args.profile, only, args.timeout, args.out)
-    if args.command == "sweep":
-        from labkit.sweep.engine import parse_value, sweep
-        grid = {}
-        for item in args.param:
-            if len(item) < 2:
-                parser.error(f"-p {' '.join(item)}: give a parameter name and at least one value")
-            grid[item[0]] = [parse_value(v) for v in item[1:]]
-        table = sweep(args.notebook, grid, args.profile, args.seeds, args.jobs, args.timeout, args.out,
+def data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit.data.download import SOURCES, fetch_dataset
+    names = [] if args.datasets == "none" else [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:  # before any download starts
+        raise ParameterError(f"unknown dataset(s) {', '.join(map(repr, unknown))}; allowed: "
+                             f"{', '.join(SOURCES)} or none")
+    for name in names:
+        print(f"{name}: fetching {SOURCES[name].url}", flush=True)
+        if SOURCES[name].note:
+            print(f"  note: {SOURCES[name].note}")
+        print(f"{name}: ready in {fetch_dataset(name)}", flush=True)
+    if not args.no_weights:
+        from labkit.models import ARCHS, load_imagenet_state_dict
+        for arch in ARCHS:
+            load_imagenet_state_dict(arch)
+            print(f"ImageNet weights for {arch}: cached (hash verified by torchvision)", flush=True)
+    return 0
+
+
+def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit.report.pipeline import make_report
+    only = [k.strip() for k in args.only.split(",") if k.strip()] or None
+    return make_report(args.profile, only, args.timeout, args.out)
+
+
+def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit.sweep.engine import parse_value, sweep as run_sweep
+    grid = {}
+    for item in args.param:
+        if len(item) < 2:
+            parser.error(f"-p {' '.join(item)}: give a parameter name and at least one value")
+        grid[item[0]] = [parse_value(v) for v in item[1:]]
+    table = run_sweep(args.notebook, grid, args.profile, args.seeds, args.jobs, args.timeout, args.out,
                       args.scheduler)
-        failed = table[table["status"] == "failed"] if "status" in table else table
-        if len(failed):
-            print(f"FAILED point(s): {', '.join(failed['point'])}", file=sys.stderr)
-        return 1 if len(failed) else 0
-    if args.command == "bench":
-        if args.repeats < 1:  # before minutes of warm-up runs end in a median of nothing
-            raise ParameterError(f"--repeats={args.repeats} is not allowed; allowed: an integer >= 1")
-        if args.gpu:
-            from labkit.bench.gpu import main as bench_gpu
-            bench_gpu(args.repeats)
-            return 0
-        from labkit.bench.cpu import main as bench
-        bench(args.repeats)
+    failed = table[table["status"] == "failed"] if "status" in table else table
+    if len(failed):
+        print(f"FAILED point(s): {', '.join(failed['point'])}", file=sys.stderr)
+    return 1 if len(failed) else 0
+
+
+def bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.repeats < 1:  # before minutes of warm-up runs end in a median of nothing
+        raise ParameterError(f"--repeats={args.repeats} is not allowed; allowed: an integer >= 1")
+    if args.gpu:
+        from labkit.bench.gpu import main as bench_gpu
+        bench_gpu(args.repeats)
         return 0
-    if args.command == "compare":
-        from labkit.report.compare import main as compare
-        return compare(args.a, args.b, args.out, args.json, args.fail_on_change, args.fail_on_significant)
-    if args.command == "cache":
-        from labkit import cache
-        if not args.prune:
-            if args.older_than or args.notebook or args.dry_run:
-                parser.error("--older-than, --notebook and --dry-run go with --prune")
-            print(cache.listing())
-            return 0
-        older = cache.parse_age(args.older_than) if args.older_than else None
-        cache.prune(older if older is not None or args.notebook else cache.parse_age("7d"), args.notebook,
-                    args.dry_run)
+    from labkit.bench.cpu import main as bench_cpu
+    bench_cpu(args.repeats)
+    return 0
+
+
+def compare(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit.report.compare import main as run_compare
+    return run_compare(args.a, args.b, args.out, args.json, args.fail_on_change, args.fail_on_significant)
+
+
+def cache(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit import cache as caches
+    if not args.prune:
+        if args.older_than or args.notebook or args.dry_run:
+            parser.error("--older-than, --notebook and --dry-run go with --prune")
+        print(caches.listing())
         return 0
-    if args.command == "check-device":
-        from labkit.bench.check_device import main as check_device
-        return check_device()
-    return 1
+    older = caches.parse_age(args.older_than) if args.older_than else None
+    caches.prune(older if older is not None or args.notebook else caches.parse_age("7d"), args.notebook,
+                 args.dry_run)
+    return 0
+
+
+def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from labkit.bench.check_device import main as run_checks
+    return run_checks()
 
 
 if __name__ == "__main__":

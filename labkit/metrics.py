@@ -30,14 +30,12 @@ class Accuracy:
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (well behaved near 0 and 1, unlike the normal one)."""
+    """Wilson score interval for a binomial proportion (well behaved near 0 and 1, unlike the normal one), from
+    scipy's ``binomtest(...).proportion_ci(method="wilson")``; (nan, nan) for no trials."""
     if n == 0:
         return float("nan"), float("nan")
-    z = stats.norm.ppf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 def chance_status(accuracy: float, n: int, chance: float, confidence: float = 0.95) -> str:

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from labkit.errors import LabkitError
 from labkit.training.losses import ModelOutput
 from labkit.params import STANDINS
 
@@ -17,7 +18,7 @@ ARCHS = ("resnet18", "resnet50")
 IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(LabkitError, RuntimeError):
     """Pretrained weights are neither cached nor downloadable; the message says how to get them."""
 
 
@@ -57,7 +58,7 @@ def _load_state_dict_file(path: Path) -> dict:
 def resnet(arch: str, weights: str = "standin") -> nn.Module:
     """A torchvision ResNet with its original classifier, loaded with ``weights``:
 
-    "standin" (labkit's offline stand-in, see ``labkit.standin``), "imagenet"
+    "standin" (labkit's offline stand-in, see ``labkit.training.standin``), "imagenet"
     (torchvision's ImageNet-1k weights), "none" (random init) or a path to a
     local state-dict file. The fc layer keeps the source task's size (1000 for
     ImageNet); use :func:`classifier` to put a new head on it.
@@ -67,7 +68,7 @@ def resnet(arch: str, weights: str = "standin") -> nn.Module:
     if weights == "imagenet":
         state = load_imagenet_state_dict(arch)
     elif weights in STANDINS:
-        from labkit.standin import standin_weights
+        from labkit.training.standin import standin_weights
         state = standin_weights(arch, weights)["state_dict"]
     elif weights == "none":
         return getattr(torchvision.models, arch)(weights=None)
@@ -88,7 +89,7 @@ def describe_weights(weights: str, arch: str) -> str:
     if weights == "imagenet":
         return f"ImageNet-1k pretrained {arch} (torchvision {IMAGENET_WEIGHTS[arch]})"
     if weights in STANDINS:
-        from labkit.standin import report
+        from labkit.training.standin import report
         r = report(arch, weights)
         return (f"STAND-IN weights ({weights}): {arch} pre-trained by labkit on a {r['source_task']} "
                 f"({r['train_images']:,} images, {r['train_seconds']:.0f} s), held-out top-1 "

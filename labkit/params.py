@@ -6,19 +6,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labkit.errors import ParameterError
 from labkit.paths import default_output_dir
+
+__all__ = ["ParameterError", "Spec", "validate", "from_notebook", "validate_runs", "unknown_parameters"]
 
 PROFILES = ("demo", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
 # What a completed run leaves in data/cache/checkpoints (see labkit.training.checkpoints).
 KEEP_CHECKPOINTS = ("final", "none", "all")
-# labkit's own offline stand-ins for ImageNet pre-training (labkit.standin): the demo's, and a seconds-size one
+# labkit's own offline stand-ins for ImageNet pre-training (labkit.training.standin): the demo's, and a seconds-size one
 STANDINS = ("standin", "standin-smoke")
 NAMED_WEIGHTS = (*STANDINS, "imagenet", "none")  # any other `weights` value is a state-dict file
-
-
-class ParameterError(ValueError):
-    """A parameter is unknown or has a value outside what is allowed."""
 
 
 @dataclass(frozen=True)

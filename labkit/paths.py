@@ -14,6 +14,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from labkit.errors import LabkitError
+
 
 def project_root() -> Path:
     """The labkit checkout: ``$LABKIT_ROOT`` if set, else the folder holding this package."""
@@ -27,10 +29,10 @@ def project_root() -> Path:
 # its fingerprint. Prose, findings, the original's numbers and claims, the forecast, the report, the CLI,
 # templates and benchmarks are not on it: editing them retrains nothing.
 FINGERPRINTED = ("data/core.py", "data/loaders.py", "data/batches.py", "data/synthetic.py", "device.py", "models.py",
-                 "standin.py", "runs.py", "training/loop.py", "training/checkpoints.py", "training/losses.py",
-                 "training/optim.py", "training/gradflow.py", "training/sharing.py", "questions/contract.py",
-                 "questions/imagenet.py", "questions/q1_transfer.py", "questions/q2_losses.py",
-                 "questions/q3_optimizers.py")
+                 "runs.py", "training/standin.py", "training/loop.py", "training/checkpoints.py",
+                 "training/losses.py", "training/optim.py", "training/gradflow.py", "training/sharing.py",
+                 "questions/contract.py", "questions/imagenet.py", "questions/q1_transfer.py",
+                 "questions/q2_losses.py", "questions/q3_optimizers.py")
 # Top-level functions and names in those files that only report (sentences, titles, the forecast's passes, 2-D
 # projections for plots): left out of the fingerprint like comments and docstrings.
 REPORTING = {"TITLE", "architecture", "findings", "passes", "describe", "batch_size_verdict", "two_run_yardstick",
@@ -161,7 +163,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-class DiskSpaceError(OSError):
+class DiskSpaceError(LabkitError, OSError):
     """A file about to be written does not fit on its disk; the message gives the space needed and free."""
 
 

@@ -39,21 +39,16 @@ def plain_wanted(stream=None) -> bool:
 
 
 def human(n: float, unit: str) -> str:
-    """``2_600_000_000, "B"`` -> ``2.42 GB`` (binary multiples, as tqdm's byte bars show them); other
-    units as plain counts with thousands separators."""
-    if unit != "B":
-        return f"{n:,.0f} {unit}"
-    for prefix in ("", "K", "M", "G", "T"):
-        if abs(n) < 1024 or prefix == "T":
-            return f"{n:.0f} B" if not prefix else f"{n:.2f} {prefix}B"
-        n /= 1024
-    return f"{n:.2f} TB"  # not reached
+    """``2_600_000_000, "B"`` -> ``2.42GB`` (tqdm's ``format_sizeof``, binary multiples as its byte bars show
+    them); other units as plain counts with thousands separators."""
+    from tqdm import tqdm
+    return tqdm.format_sizeof(n, "B", 1024) if unit == "B" else f"{n:,.0f} {unit}"
 
 
 def clock(seconds: float) -> str:
-    """``75.3`` -> ``1:15``; ``3725`` -> ``1:02:05``."""
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    """``75.3`` -> ``01:15``; ``3725`` -> ``1:02:05`` (tqdm's ``format_interval``)."""
+    from tqdm import tqdm
+    return tqdm.format_interval(seconds)
 
 
 class TextProgress:

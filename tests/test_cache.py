@@ -43,7 +43,7 @@ def filled(isolated_root):
 
 def test_human_units_and_ages():
     assert [cache.human_size(n) for n in (0, 999, 1_234, 45_000_000, 2_000_000_000, 3e15)] == [
-        "0 B", "999 B", "1.2 kB", "45 MB", "2.0 GB", "3000 TB"]
+        "0.00B", "999B", "1.23kB", "45.0MB", "2.00GB", "3.00PB"]  # tqdm's format_sizeof
     assert [cache.ago(s) for s in (5, 300, 3 * 3600, 9 * DAY)] == ["just now", "5 min ago", "3 h ago", "9 days ago"]
     assert [cache.parse_age(t) for t in ("7d", "12h", "30m", "2w", "3")] == [7 * DAY, 12 * 3600, 1800, 14 * DAY,
                                                                              3 * DAY]
@@ -54,14 +54,14 @@ def test_human_units_and_ages():
 def test_listing_by_kind_with_sizes_and_last_use(filled):
     text = cache.listing()
     lines = text.splitlines()
-    assert lines[0] == f"{filled / 'data' / 'cache'}: 198 MB in 8 files"
+    assert lines[0] == f"{filled / 'data' / 'cache'}: 198MB in 8 files"
     assert "decoded datasets" in text and "features (Q1)" in text and "other" in text
     checkpoints = next(line for line in lines if line.lstrip().startswith("checkpoints"))
-    assert checkpoints.split()[1:3] == ["5", "195"] and "MB" in checkpoints and "(24 h ago)" in checkpoints
+    assert checkpoints.split()[1:3] == ["5", "195MB"] and "(24 h ago)" in checkpoints
     q2 = next(line for line in lines if line.startswith("    q2"))
-    assert q2.split()[1:4] == ["3", "135", "MB"] and "(2 days ago)" in q2  # the group's most recent use
-    assert any("data/synthetic/ 1.0 kB" in line for line in lines)
-    assert any(line.startswith("downloaded datasets (never pruned") and "data/stl10/ 5.0 kB" in line for line in lines)
+    assert q2.split()[1:3] == ["3", "135MB"] and "(2 days ago)" in q2  # the group's most recent use
+    assert any("data/synthetic/ 1.00kB" in line for line in lines)
+    assert any(line.startswith("downloaded datasets (never pruned") and "data/stl10/ 5.00kB" in line for line in lines)
     assert lines[-1].startswith("Remove old checkpoints with `python -m labkit cache --prune`")
 
 
@@ -73,14 +73,14 @@ def test_prune_by_age_removes_old_runs_with_their_epoch_copies_and_nothing_else(
     assert sorted(p.name for p in gone) == [f"q2-ce-{KEY}.epoch1.pt", f"q2-ce-{KEY}.pt",
                                             f"q3-adam_b1_0.9_b2_0.99-{KEY}.pt"]
     assert freed == 90_400_000
-    assert out[0].startswith(f"removed q2-ce-{KEY} (2 file(s), 90 MB, last used 10 days ago)")
-    assert out[-1].startswith("freed 90 MB; data/cache/ now holds")
+    assert out[0].startswith(f"removed q2-ce-{KEY} (2 file(s), 90.0MB, last used 10 days ago)")
+    assert out[-1].startswith("freed 90.4MB; data/cache/ now holds")
     assert (filled / "data" / "stl10" / "stl10_binary" / "train_X.bin").exists()  # a downloaded dataset: never
 
 
 def test_prune_one_notebook_and_dry_run(filled, capsys):
     assert cache.prune(notebook="q2", dry_run=True) == 135_000_000
-    assert capsys.readouterr().out.splitlines()[-1].startswith("would free 135 MB; data/cache/ holds")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("would free 135MB; data/cache/ holds")
     assert len([r for r in cache.checkpoint_runs() if r.question == "q2"]) == 2  # nothing removed
     cache.prune(notebook="q2")
     assert [r.question for r in cache.checkpoint_runs()] == ["q1", "q3"]

@@ -24,9 +24,9 @@ def test_text_progress_prints_at_most_one_line_per_interval_and_a_final_one():
     bar.close()  # closing twice prints once
     lines = out.getvalue().splitlines()
     assert len(lines) == 3  # at 10 s, at 20 s, and the final line
-    assert lines[0] == (f"{pg.PLAIN_PREFIX}decoding photos: 10,000 of 25,000 files (40 %), 0:10, 1,000 files/s, "
-                        f"about 0:15 left")
-    assert lines[-1] == f"{pg.PLAIN_PREFIX}decoding photos: 25,000 of 25,000 files (100 %), 0:25, 1,000 files/s"
+    assert lines[0] == (f"{pg.PLAIN_PREFIX}decoding photos: 10,000 of 25,000 files (40 %), 00:10, 1,000 files/s, "
+                        f"about 00:15 left")
+    assert lines[-1] == f"{pg.PLAIN_PREFIX}decoding photos: 25,000 of 25,000 files (100 %), 00:25, 1,000 files/s"
 
 
 def test_text_progress_in_bytes_says_where_it_resumed():
@@ -34,18 +34,18 @@ def test_text_progress_in_bytes_says_where_it_resumed():
     with pg.TextProgress(3 * 2**30, "stl10.tar.gz", unit="B", initial=2**30, file=out, clock_fn=clock) as bar:
         clock.now += 64
         bar.update(2 * 2**30)
-    assert out.getvalue().splitlines()[-1] == (f"{pg.PLAIN_PREFIX}stl10.tar.gz: 3.00 GB of 3.00 GB (100 %), 1:04, "
-                                               f"32.00 MB/s (resumed at 1.00 GB)")
+    assert out.getvalue().splitlines()[-1] == (f"{pg.PLAIN_PREFIX}stl10.tar.gz: 3.00GB of 3.00GB (100 %), 01:04, "
+                                               f"32.0MB/s (resumed at 1.00GB)")
 
 
-@pytest.mark.parametrize("n, unit, text", [(0, "B", "0 B"), (1023, "B", "1023 B"), (1536, "B", "1.50 KB"),
-                                           (2.6e9, "B", "2.42 GB"), (25000, "files", "25,000 files")])
+@pytest.mark.parametrize("n, unit, text", [(0, "B", "0.00B"), (1023, "B", "1.00kB"), (1536, "B", "1.50kB"),
+                                           (2.6e9, "B", "2.42GB"), (25000, "files", "25,000 files")])
 def test_human(n, unit, text):
     assert pg.human(n, unit) == text
 
 
 def test_clock():
-    assert (pg.clock(0), pg.clock(75.9), pg.clock(3725)) == ("0:00", "1:15", "1:02:05")
+    assert (pg.clock(0), pg.clock(75.9), pg.clock(3725)) == ("00:00", "01:15", "1:02:05")
 
 
 def test_plain_under_the_report_runner_or_in_a_log(monkeypatch):
@@ -75,8 +75,8 @@ def test_status_line_in_a_log_is_sparse():
     clock.now += 90  # a long last cell: a heartbeat after 60 s without a line
     line.tick()
     line.finish("ok in 120 s")
-    assert out.getvalue().splitlines() == ["[q3] starting, 0:00", "[q3] cell 10/30, 0:10", "[q3] cell 20/30, 0:20",
-                                           "[q3] cell 30/30, 0:30", "[q3] cell 30/30, 2:00", "[q3] ok in 120 s"]
+    assert out.getvalue().splitlines() == ["[q3] starting, 00:00", "[q3] cell 10/30, 00:10", "[q3] cell 20/30, 00:20",
+                                           "[q3] cell 30/30, 00:30", "[q3] cell 30/30, 02:00", "[q3] ok in 120 s"]
 
 
 def test_status_line_on_a_terminal_is_rewritten_in_place():
@@ -85,8 +85,8 @@ def test_status_line_on_a_terminal_is_rewritten_in_place():
     clock.now += 12
     line.set("cell 12/30")
     line.finish("ok")
-    assert out.getvalue() == ("\r[q3] starting, 0:00" "\r[q3] cell 12/30, 0:12"
-                              "\r[q3] ok" + " " * (len("[q3] cell 12/30, 0:12") - len("[q3] ok")) + "\n")
+    assert out.getvalue() == ("\r[q3] starting, 00:00" "\r[q3] cell 12/30, 00:12"
+                              "\r[q3] ok" + " " * (len("[q3] cell 12/30, 00:12") - len("[q3] ok")) + "\n")
     assert "\n" not in out.getvalue()[:-1]  # one line per notebook
 
 

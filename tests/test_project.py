@@ -77,7 +77,7 @@ LAYERS = [
     ("ground", ["labkit", "labkit.paths", "labkit.params", "labkit.device", "labkit.progress", "labkit.metrics"]),
     ("data", ["labkit.data*"]),
     ("training", ["labkit.training*"]),
-    ("models", ["labkit.models", "labkit.standin"]),
+    ("models", ["labkit.models"]),
     ("records", ["labkit.runs", "labkit.results", "labkit.text", "labkit.plots"]),
     ("questions", ["labkit.questions*"]),
     ("report and sweeps", ["labkit.report*", "labkit.sweep*", "labkit.cache"]),

@@ -65,7 +65,7 @@ def measure_rate(s: Setting, device: torch.device, steps: int = 20, min_images: 
                       image_size=s.image_size if s.image_size != s.stored_size else None, device=device,
                       channels_last=True)
     if s.train:
-        opt = make_optimizer(s.optimizer, model.parameters(), 1e-4, momentum=0.9 if s.optimizer == "sgd" else 0.0)
+        opt = make_optimizer(s.optimizer, model.parameters(), 1e-4)  # the optimizer's own defaults
 
         def run():
             fit(model, batches, epochs=1, optimizer=opt, device=device, progress=False, channels_last=True)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from labkit.errors import MissingFileError
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, touch
 from labkit.progress import progress
 
@@ -21,7 +22,7 @@ from labkit.progress import progress
 CACHE_FORMAT = 2  # 2: per-image ids kept with the arrays
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingFileError):
     """A dataset is not where it is expected; the message names the path and the command that fetches it."""
 
 

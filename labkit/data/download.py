@@ -17,15 +17,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.errors import LabkitError, NetworkError
 from labkit.paths import ensure_free_space, real_data_dir
 from labkit.progress import progress
 
 
-class ChecksumError(RuntimeError):
+class ChecksumError(LabkitError, RuntimeError):
     """A downloaded file's checksum does not match the published one."""
 
 
-class UnsafeArchiveError(RuntimeError):
+class UnsafeArchiveError(LabkitError, RuntimeError):
     """An archive member would land outside the extraction folder."""
 
 
@@ -69,9 +70,9 @@ def verify(path: Path, checksum: str) -> None:
                             f"damaged or the file changed upstream; it was deleted, run the command again.")
 
 
-def _http_error(url: str, dest: Path, err: urllib.error.HTTPError) -> ConnectionError:
-    return ConnectionError(f"cannot download {url}: the server answered HTTP {err.code} {err.reason}. "
-                           f"Fetch the file by hand, put it at {dest} and run the command again.")
+def _http_error(url: str, dest: Path, err: urllib.error.HTTPError) -> NetworkError:
+    return NetworkError(f"cannot download {url}: the server answered HTTP {err.code} {err.reason}. "
+                        f"Fetch the file by hand, put it at {dest} and run the command again.")
 
 
 def _range_start(content_range: str | None) -> int | None:
@@ -132,7 +133,7 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
             return download(url, dest, checksum, timeout, chunk_size)
         response = None  # the part file is already complete
     except (urllib.error.URLError, OSError) as err:
-        raise ConnectionError(f"cannot download {url}: {err}. Check the network, or put the file at {dest} "
+        raise NetworkError(f"cannot download {url}: {err}. Check the network, or put the file at {dest} "
                               f"by hand and run the command again.") from err
     if response is not None:
         with response:

@@ -7,7 +7,7 @@ learnable but not trivially (the cue is the combination, and noise blurs it),
 so training curves and comparisons mean something.
 
 The same prototypes feed the stand-in backbone's source task
-(``labkit.standin``): STL-10's synthetic classes are prototypes 0..9, Tiny
+(``labkit.training.standin``): STL-10's synthetic classes are prototypes 0..9, Tiny
 ImageNet's start at 10, so the stand-in relates to them as ImageNet-1k relates
 to the real datasets.
 """

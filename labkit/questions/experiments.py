@@ -28,7 +28,7 @@ class Outcome:
     history: History | None
     y_true: np.ndarray
     y_pred: np.ndarray
-    extra: dict = field(default_factory=dict)  # other fractions for metrics.json (macro_f1, ...)
+    metrics: dict = field(default_factory=dict)  # the run's other metrics for metrics.json, fractions (macro_f1, ...)
     artifacts: dict = field(default_factory=dict)  # anything else the notebook wants to plot
     cost: dict = field(default_factory=dict)  # results.COST_KEYS, and the torch_threads a run trained with
     error: str | None = None
@@ -56,12 +56,29 @@ class Runner:
     def __init__(self, question, data, device, keep_checkpoints: str = "final"):
         self.question, self.data, self.device, self.keep_checkpoints = question, data, device, keep_checkpoints
         self._done: dict[str, Outcome] = {}
+        self.outcomes: dict[str, list[Outcome]] = {}  # every run name so far, in the order they ran
+        self.parts: dict[str, dict[str, list[Outcome]]] = {}  # the same by part, as :meth:`part` ran them
 
     def train_and_test(self, run: Run) -> Outcome:
         return self.question.train_and_test(run, self.data, self.device, keep_checkpoints=self.keep_checkpoints)
 
     def __call__(self, runs: dict[str, list[Run]]) -> dict[str, list[Outcome]]:
-        return {name: [self.one(run) for run in per_seed] for name, per_seed in runs.items()}
+        out = {name: [self.one(run) for run in per_seed] for name, per_seed in runs.items()}
+        self.outcomes.update(out)
+        return out
+
+    def part(self, plan: dict, part: str, label: str, param: str) -> dict[str, list[Outcome]]:
+        """Run one part of the notebook's plan and say what happened to it in the notebook: a note naming the
+        runs that failed, or that the part was skipped (``param``, its run list, is empty). Returns the runs that
+        can be plotted (:func:`plottable`); all of them stay in :attr:`outcomes` and :attr:`parts`."""
+        from IPython.display import Markdown, display
+
+        from labkit.text import skipped
+        outcomes = self.parts[part] = self(plan[part])
+        note = failure_note(outcomes) if outcomes else skipped(label, param)
+        if note:
+            display(Markdown(note))
+        return plottable(outcomes)
 
     def one(self, run: Run) -> Outcome:
         key = run_key("", run.settings, run.seed)
@@ -73,7 +90,7 @@ class Runner:
                 self._done[key] = Outcome(run.name, run.settings, run.seed, None, np.array([]), np.array([]),
                                           error=failure_message(err, run))
         done = self._done[key]  # recorded under this run's own name; its own copies of what a notebook may edit
-        return dataclasses.replace(done, name=run.name, settings=run.settings, seed=run.seed, extra=dict(done.extra),
+        return dataclasses.replace(done, name=run.name, settings=run.settings, seed=run.seed, metrics=dict(done.metrics),
                                    cost=dict(done.cost))
 
 
@@ -122,8 +139,8 @@ def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float |
             rows[name][key] = float(np.mean(vals)) if vals else None
         threads = [o.cost["torch_threads"] for o in runs if o.cost.get("torch_threads") is not None]
         rows[name]["torch_threads"] = max(threads) if threads else None  # recorded beside the run, not in it
-        for key in next((o.extra for o in runs if o.extra), {}):
-            vals = [o.extra.get(key) for o in runs if o.extra.get(key) is not None]
+        for key in next((o.metrics for o in runs if o.metrics), {}):
+            vals = [o.metrics.get(key) for o in runs if o.metrics.get(key) is not None]
             rows[name][key] = float(np.mean(vals)) if vals else None
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -151,6 +168,17 @@ def record(results: Results, table: pd.DataFrame, outcomes: dict[str, list[Outco
                         torch_threads=int(threads) if is_number(threads) else None, settings=settings, **extra)
     if test is not None:
         results.predictions(outcomes, test, classes)
+
+
+def finish(results: Results, runner: Runner, test, classes: list[str] | None = None,
+           chance: float | None = None) -> pd.DataFrame:
+    """The notebook's summary: every run the runner ran, summarised over seeds (:func:`summarize`), recorded in
+    metrics.json with its predictions (:func:`record`), written as ``summary.csv``; returned for the tables."""
+    summary = summarize(runner.outcomes, results.data["notebook"], chance)
+    record(results, summary, runner.outcomes, test, classes)
+    results.table(summary, "summary")
+    results.write()
+    return summary
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:

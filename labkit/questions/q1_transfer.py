@@ -13,7 +13,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from labkit import metrics, standin
+from labkit import metrics
+from labkit.training import standin
 from labkit.data import Batches, STL10_CLASSES, load_stl10, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
@@ -21,7 +22,7 @@ from labkit.questions.contract import Data, Pass, Setting, distinct, evaluation,
 from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.questions.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
-from labkit.training.optim import OPTIMIZERS, make_optimizer
+from labkit.training import optim
 from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, real_data_dir, touch
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
@@ -35,8 +36,7 @@ RUN_SPECS = {
     "freeze_until": Spec(str, RESNET_STAGES),
     "hidden_units": Spec(int, min=0, note="0: a single linear layer as the new head"),
     "dropout": Spec(float, min=0.0, max=0.9),
-    "optimizer": Spec(str, OPTIMIZERS),
-    "lr": Spec(float, min=0.0),
+    **optim.SPECS,
     "batch_size": Spec(int, min=1),
     "epochs": Spec(int, min=1),
     "augment": Spec(bool),
@@ -56,7 +56,7 @@ METHODS = {
     "svm": BACKBONE + ["feature_layer", "svm_kernel", "svm_c"],
     "zero_shot": BACKBONE,
     "zero_shot_restricted": BACKBONE,
-    "finetune": BACKBONE + ["freeze_until", "hidden_units", "dropout", "optimizer", "lr", "batch_size", "epochs",
+    "finetune": BACKBONE + ["freeze_until", "hidden_units", "dropout", *optim.SETTINGS, "batch_size", "epochs",
                             "augment", "val_fraction"],
 }
 DETERMINISTIC = ("svm", "zero_shot", "zero_shot_restricted")  # no training seed: one run whatever `seeds` holds
@@ -94,7 +94,7 @@ def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
     defaults = {k: P[k] for keys in METHODS.values() for k in keys}
     # the method is a setting too: the two zero-shot rules share every other setting but are not one run
     runs = resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"], keys_for=METHODS.__getitem__,
-                        check=lambda name, settings: {"method": name, **settings})
+                        check=lambda name, settings: optim.check_settings(name, {"method": name, **settings}))
     runs = {name: per_seed[:1] if name in DETERMINISTIC else per_seed for name, per_seed in runs.items()}
     return {part: {name: per_seed for name, per_seed in runs.items() if name in names}
             for part, names in PARTS.items()}
@@ -218,7 +218,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
         pred = test["predictions"].numpy()
         ok = history.status == "ok"
         return Outcome(run.name, run.settings, run.seed, history, y_test, pred,
-                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None},
+                       metrics={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX) if ok else None},
                        cost=history.cost(), confidence=test["confidence"].numpy())
     train, test, mapping, source_name = features(data, run, device)
     if method == "svm":
@@ -229,7 +229,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
         pred = svm.predict(test[layer].numpy())
         roc = metrics.roc_curves(y_test, svm.decision_function(test[layer].numpy()), data.train.classes)
         return Outcome(run.name, run.settings, run.seed, None, y_test, pred,
-                       extra={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX),
+                       metrics={"macro_f1": metrics.macro_f1(y_test, pred, OTHER_INDEX),
                               "auc_macro": roc["macro"]["auc"], "auc_micro": roc["micro"]["auc"]},
                        artifacts={"roc": roc, "dim": test[layer].shape[1]},
                        cost={"train_seconds": seconds, "train_images_per_second": len(data.train) / seconds,
@@ -237,7 +237,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     restricted = method == "zero_shot_restricted"
     pred = zero_shot(test["fc"], mapping, restricted=restricted)
     extra = {"other_rate": float((pred == OTHER_INDEX).mean())} if method == "zero_shot" else {}
-    return Outcome(run.name, run.settings, run.seed, None, y_test, pred, extra=extra,
+    return Outcome(run.name, run.settings, run.seed, None, y_test, pred, metrics=extra,
                    artifacts={"source_name": source_name, "mapped": len(mapping)},
                    confidence=chosen_probability(test["fc"], mapping, restricted))
 
@@ -253,8 +253,7 @@ def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str =
     tr, va = data.train.subset(train_idx), data.train.subset(val_idx)
     # channels-last helps ResNet convolutions on CPUs too (about 10 % here), not only on GPUs
     common = dict(image_size=run["image_size"], device=device, channels_last=True)
-    opt = make_optimizer(run["optimizer"], model.parameters(), run["lr"],
-                         momentum=0.9 if run["optimizer"] == "sgd" else 0.0)
+    opt = optim.for_run(run, model.parameters())
     history = fit(model, Batches(tr.images, tr.labels, run["batch_size"], augment=run["augment"], seed=run.seed,
                                  **common),
                   epochs=run["epochs"], optimizer=opt,
@@ -304,8 +303,8 @@ def findings(summary, parts: dict, P: dict) -> str:
     if flagged:
         lines.append("Flagged runs: " + ", ".join(f"{labels[k]} ({status_text(summary.loc[k, 'status'])})"
                                                   for k in flagged) + ".")
-    if "zero_shot" in outcomes and "other_rate" in outcomes["zero_shot"][0].extra:
+    if "zero_shot" in outcomes and "other_rate" in outcomes["zero_shot"][0].metrics:
         zs = outcomes["zero_shot"][0]
-        lines.append(f"The original rule predicts `other` for {percent(zs.extra['other_rate'])} of the test images "
+        lines.append(f"The original rule predicts `other` for {percent(zs.metrics['other_rate'])} of the test images "
                      f"({zs.artifacts['source_name']}).")
     return "\n\n".join(lines)

@@ -17,7 +17,7 @@ from labkit.questions.contract import Data, Pass, Setting, all_runs, distinct, e
 from labkit.questions.experiments import Outcome
 from labkit.training.losses import LOSSES, MINERS, center_term, cross_entropy_term, triplet_term
 from labkit.models import classifier, resnet
-from labkit.training.optim import make_optimizer
+from labkit.training import optim
 from labkit.params import ParameterError, Spec, from_notebook
 from labkit.paths import real_data_dir
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
@@ -25,7 +25,7 @@ from labkit.training.loop import fit, predict
 
 TINY_IMAGENET_SIZE = 64  # Tiny ImageNet's stored images are 64 x 64
 # What a run may set; anything it does not set comes from the notebook's parameter of the same name.
-RUN_SPECS = {"loss": Spec(str, LOSSES), "loss_weight": Spec(float, min=0.0), "lr": Spec(float, min=0.0),
+RUN_SPECS = {**optim.SPECS, "loss": Spec(str, LOSSES), "loss_weight": Spec(float, min=0.0),
              "epochs": Spec(int, min=1), "batch_size": Spec(int, min=2), "margin": Spec(float, min=0.0),
              "miner": Spec(str, MINERS), "m_per_class": Spec(int, min=2),
              "center_alpha": Spec(float, min=1e-6, max=1.0), "augment": Spec(bool)}
@@ -42,6 +42,7 @@ PARAM_SPECS = {
     "embedding_method": Spec(str, ("pca", "tsne")),
     "embedding_classes": Spec(int, min=2),
     "augment": Spec(bool),
+    **{k: optim.SPECS[k] for k in ("optimizer", "momentum", "betas", "weight_decay")},
     "runs": Spec(list),
 }
 
@@ -63,14 +64,16 @@ def architecture(P: dict) -> str:
 def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
     """The runs, resolved, in one part: ``{"losses": {run name: one Run per training seed}}``."""
     defaults = {"loss": "ce", "loss_weight": 0.0, **{k: P[k] for k in (
-        "lr", "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
-        "image_size")}}
+        *optim.SETTINGS, "epochs", "batch_size", "margin", "miner", "m_per_class", "center_alpha", "augment",
+        "weights", "image_size")}}
     return {"losses": resolve_runs(P["runs"], defaults, RUN_SPECS, P["seeds"],
                                    check=lambda name, settings: _check_run(name, settings, P["num_classes"]))}
 
 
 def _check_run(name: str, settings: dict, num_classes: int) -> dict:
-    """P x K batches (the triplet run's) need batch_size = P x m_per_class with P distinct classes."""
+    """The optimizer rule (:func:`labkit.training.optim.check_settings`); P x K batches (the triplet run's) need
+    batch_size = P x m_per_class with P distinct classes."""
+    settings = optim.check_settings(name, settings)
     if settings["loss"] != "ce_triplet":
         return settings
     batch, m = settings["batch_size"], settings["m_per_class"]
@@ -161,7 +164,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
                     seed=run.seed, drop_last=run["loss"] == "ce_triplet", **common)
     val = Batches(data.val.images, data.val.labels, 256, order="sequential", **common) if len(data.val) else None
     test = Batches(data.test.images, data.test.labels, 256, order="sequential", **common)
-    opt = make_optimizer("adam", model.parameters(), run["lr"])
+    opt = optim.for_run(run, model.parameters())
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val, loss_terms=terms,
                   checkpoint=checkpoint_path("q2", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
                   desc=run.name)
@@ -171,7 +174,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
                   artifacts={"embeddings": p["embeddings"].numpy()}, cost=history.cost(),
                   confidence=p["confidence"].numpy())
     if history.status == "ok":
-        out.extra = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
+        out.metrics = {"macro_f1": metrics.macro_f1(y, pred, num_classes), **retrieval(p["embeddings"], p["labels"])}
     return out
 
 

@@ -16,8 +16,8 @@ from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.training.gradflow import GradientFlow
 from labkit.metrics import SIGNIFICANCE
 from labkit.models import SmallCNN
-from labkit.training.optim import OPTIMIZERS, make_optimizer
-from labkit.params import ParameterError, Spec, from_notebook
+from labkit.training import optim
+from labkit.params import Spec, from_notebook
 from labkit.paths import real_data_dir
 from labkit.questions.reference import ORIGINAL_TEST_IMAGES, reference_accuracy
 from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
@@ -28,11 +28,8 @@ ORDERS = ("shuffle", "class_sorted", "full_batch")
 PARTS = {"optimizers": "(a) optimizers", "batch_sizes": "(b) batch sizes", "order": "(c) order",
          "betas": "(d) Adam's betas"}
 RUN_SPECS = {
-    "optimizer": Spec(str, OPTIMIZERS),
+    **optim.SPECS,
     "batch_size": Spec(int, min=1),
-    "lr": Spec(float, min=0.0),
-    "momentum": Spec(float, min=0.0, max=1.0),
-    "betas": Spec((list, tuple), note="[beta1, beta2], each in [0, 1)"),
     "epochs": Spec(int, min=1),
     "order": Spec(str, ORDERS, note="(full_batch: one update per epoch, gradients accumulated over batches)"),
 }
@@ -40,10 +37,11 @@ PARAM_SPECS = {
     "synthetic_per_class": Spec(int, min=4),
     "test_fraction": Spec(float, min=0.01, max=0.99),
     "gradient_flow_every": Spec(int, min=1),
+    **{k: optim.SPECS[k] for k in ("optimizer", "momentum", "betas", "weight_decay")},
     **{f"runs_{part}": Spec(list) for part in PARTS},
 }
-# What a run uses when neither it nor the notebook says otherwise.
-RUN_DEFAULTS = {"optimizer": "adam", "momentum": 0.0, "betas": [0.9, 0.999], "order": "shuffle"}
+# What a run uses when neither it nor the notebook says otherwise (None: the optimizer's own default).
+RUN_DEFAULTS = {"optimizer": "adam", "momentum": None, "betas": None, "weight_decay": None, "order": "shuffle"}
 
 
 TITLE = "Dogs vs Cats optimizers"
@@ -62,18 +60,10 @@ def architecture(P: dict) -> str:
 
 def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
     """Every part's runs, resolved: part -> run name -> one Run per training seed."""
-    defaults = {**RUN_DEFAULTS, "batch_size": P["batch_size"], "lr": P["lr"], "epochs": P["epochs"],
-                "gradient_flow_every": P["gradient_flow_every"]}
-    return {part: resolve_runs(P[f"runs_{part}"], defaults, RUN_SPECS, P["seeds"], f"runs_{part}", check=_check_run)
-            for part in PARTS}
-
-
-def _check_run(name: str, settings: dict) -> dict:
-    betas = [float(b) for b in settings["betas"]]
-    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-        raise ParameterError(f"run {name!r}: betas={settings['betas']} is not allowed; allowed: [beta1, beta2], "
-                             f"each in [0, 1)")
-    return {**settings, "betas": betas}
+    defaults = {**RUN_DEFAULTS, **{k: P[k] for k in optim.SETTINGS}, "batch_size": P["batch_size"],
+                "epochs": P["epochs"], "gradient_flow_every": P["gradient_flow_every"]}
+    return {part: resolve_runs(P[f"runs_{part}"], defaults, RUN_SPECS, P["seeds"], f"runs_{part}",
+                               check=optim.check_settings) for part in PARTS}
 
 
 def load_data(P: dict) -> Data:
@@ -101,7 +91,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     seed_everything(run.seed)
     # channels-last: about 20 % faster convolutions for this CNN on the CPU as well as on GPUs
     model = SmallCNN(num_classes=2).to(device, memory_format=torch.channels_last)
-    opt = make_optimizer(run["optimizer"], model.parameters(), run["lr"], run["momentum"], run["betas"])
+    opt = optim.for_run(run, model.parameters())
     order = "class_sorted" if run["order"] == "class_sorted" else "shuffle"
     train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=False,
                     device=device, seed=run.seed, channels_last=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from labkit.errors import MissingFileError
 from labkit.params import PROFILES, ParameterError, unknown_parameters
 from labkit.paths import project_root
 
@@ -61,7 +62,7 @@ def load_params(profile: str, key: str) -> dict:
     """The flat parameter file ``notebooks/params/<profile>/<key>.yaml`` (as ``papermill -f`` reads it)."""
     path = notebooks_dir() / "params" / profile / f"{key}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no parameter file {path}; profiles: {', '.join(PROFILES)}")
+        raise MissingFileError(f"no parameter file {path}; profiles: {', '.join(PROFILES)}")
     return yaml.safe_load(path.read_text()) or {}
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from labkit import metrics
+from labkit.errors import LabkitError
 from labkit.questions.experiments import holm
 from labkit.paths import atomic_write_text
 from labkit.results import same_numbers
@@ -42,7 +43,7 @@ CSV_COLUMNS = ["notebook", "run", "seed", "paired", "test", "accuracy_a", "accur
                "ci_high", "p", "p_holm", "changed", "significant", "changed_params"]
 
 
-class CompareError(ValueError):
+class CompareError(LabkitError, ValueError):
     """Two folders that cannot be compared; the message says what to give instead."""
 
 

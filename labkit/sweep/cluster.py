@@ -14,12 +14,13 @@ import logging
 import os
 from collections.abc import Iterator
 
+from labkit.errors import LabkitError
 from labkit.paths import environ_kept
 
 GPU = {"GPU": 1}
 
 
-class ClusterError(RuntimeError):
+class ClusterError(LabkitError, RuntimeError):
     """The Dask scheduler cannot be reached (raised before any point runs)."""
 
 

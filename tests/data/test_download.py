@@ -266,8 +266,8 @@ def test_make_data_in_a_log_prints_sparse_progress_lines(server, tmp_path, capsy
     handler.files["/big.bin"] = BODY
     dl.download(base + "/big.bin", tmp_path / "big.bin", SHA, chunk_size=1024)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0].startswith(f"{pg.PLAIN_PREFIX}big.bin: 100.00 KB of 100.00 KB (100 %)")
-    assert lines[1].startswith(f"{pg.PLAIN_PREFIX}sha256 big.bin: 100.00 KB of 100.00 KB (100 %)")
+    assert lines[0].startswith(f"{pg.PLAIN_PREFIX}big.bin: 100kB of 100kB (100 %)")
+    assert lines[1].startswith(f"{pg.PLAIN_PREFIX}sha256 big.bin: 100kB of 100kB (100 %)")
     assert len(lines) == 2
 
 

@@ -148,8 +148,8 @@ def test_equal_settings_train_once():
                   "other_seed": [Run("other_seed", {"lr": 1}, 1)]})
     assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
     assert out["adam_bs64"][0].y_pred is out["adam"][0].y_pred
-    out["adam_bs64"][0].extra["macro_f1"] = 0.0  # each name's record is its own
-    assert out["adam"][0].extra == {"macro_f1": 1.0}
+    out["adam_bs64"][0].metrics["macro_f1"] = 0.0  # each name's record is its own
+    assert out["adam"][0].metrics == {"macro_f1": 1.0}
     runner({"adam_again": [Run("adam_again", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]})
     assert calls == ["adam", "other_seed", "sgd"]  # the runner remembers across parts of a notebook
     assert runner({}) == {}

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from conftest import make_root, tiny_resnet
 from labkit.questions import q1_transfer as q1
-from labkit import standin
+from labkit.training import standin
 from labkit.data import Batches
 from labkit.questions.registry import default_parameters
 
@@ -71,8 +71,12 @@ def finetune(P, data, monkeypatch, keep="none", seeds=(0,), P_over=None, **run):
 @pytest.mark.parametrize("settings, expected", [
     ({"optimizer": "adam", "lr": 3e-4}, {"type": torch.optim.Adam, "lr": 3e-4, "betas": (0.9, 0.999)}),
     ({"optimizer": "adam", "lr": 1e-5}, {"type": torch.optim.Adam, "lr": 1e-5}),
-    ({"optimizer": "sgd", "lr": 0.02}, {"type": torch.optim.SGD, "lr": 0.02, "momentum": 0.9}),
-], ids=["adam-3e-4", "adam-1e-5", "sgd-0.02"])
+    ({"optimizer": "sgd", "lr": 0.02, "momentum": 0.9}, {"type": torch.optim.SGD, "lr": 0.02, "momentum": 0.9}),
+    ({"optimizer": "sgd", "lr": 0.02, "momentum": 0.0}, {"type": torch.optim.SGD, "lr": 0.02, "momentum": 0.0}),
+    ({"optimizer": "sgd", "lr": 0.02}, {"type": torch.optim.SGD, "lr": 0.02, "momentum": 0.0}),  # SGD's own default
+    ({"optimizer": "adam", "betas": [0.5, 0.999]}, {"type": torch.optim.Adam, "betas": (0.5, 0.999)}),
+    ({"optimizer": "adamw", "weight_decay": 0.05}, {"type": torch.optim.AdamW, "weight_decay": 0.05}),
+], ids=["adam-3e-4", "adam-1e-5", "sgd-momentum-0.9", "sgd-momentum-0", "sgd-default", "adam-betas", "adamw-wd"])
 def test_optimizer_and_lr_reach_the_param_groups(P, data, monkeypatch, settings, expected):
     out, call = finetune(P, data, monkeypatch, **settings)
     assert type(call["optimizer"]) is expected.pop("type")

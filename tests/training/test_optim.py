@@ -15,10 +15,11 @@ def model_with_a_frozen_layer() -> nn.Sequential:
 
 
 def test_names():
-    assert OPTIMIZERS == ("sgd", "adam")
+    assert OPTIMIZERS == ("sgd", "adam", "adamw")
     params = list(nn.Linear(2, 2).parameters())
     assert type(make_optimizer("sgd", params, 0.1)) is torch.optim.SGD
     assert type(make_optimizer("adam", params, 0.1)) is torch.optim.Adam
+    assert type(make_optimizer("adamw", params, 0.1)) is torch.optim.AdamW
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -46,9 +47,30 @@ def test_adam_settings_reach_the_param_groups():
     (group,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 3e-4, betas=[0.5, 0.99],  # a list, as YAML gives
                               weight_decay=0.01).param_groups
     assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-4, (0.5, 0.99), 0.01)
-    (default,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-5, momentum=0.9).param_groups
-    assert default["betas"] == (0.9, 0.999) and "momentum" not in default  # momentum is SGD's
+    (default,) = make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-5).param_groups
+    assert default["betas"] == (0.9, 0.999) and "momentum" not in default  # None: the optimizer's own defaults
     assert default["lr"] == 1e-5 and default["weight_decay"] == 0.0
+    (decoupled,) = make_optimizer("adamw", nn.Linear(2, 2).parameters(), 1e-5).param_groups
+    assert decoupled["weight_decay"] == 0.01  # AdamW's own default
+    with pytest.raises(ValueError, match="does not take momentum"):  # never silently ignored
+        make_optimizer("adam", nn.Linear(2, 2).parameters(), 1e-5, momentum=0.9)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"optimizer": "adam", "momentum": 0.9}, "run 'r': momentum=0.9 does not apply to optimizer='adam'.*optimizer: sgd"),
+    ({"optimizer": "adamw", "momentum": 0.5}, "momentum=0.5 does not apply to optimizer='adamw'"),
+    ({"optimizer": "sgd", "betas": [0.5, 0.9]}, r"betas=\[0.5, 0.9\] does not apply to optimizer='sgd'.*optimizer: adam"),
+    ({"optimizer": "adam", "betas": [0.9, 1.0]}, r"betas=\[0.9, 1.0\] is not allowed"),
+    ({"optimizer": "adam", "betas": [0.9]}, r"betas=\[0.9\] is not allowed"),
+])
+def test_a_setting_the_optimizer_would_ignore_is_refused(settings, message):
+    from labkit.params import ParameterError
+    from labkit.training.optim import check_settings
+    with pytest.raises(ParameterError, match=message):
+        check_settings("r", {"lr": 1e-3, **settings})
+    assert check_settings("r", {"optimizer": "sgd", "momentum": 0.9, "betas": None}) == {
+        "optimizer": "sgd", "momentum": 0.9, "betas": None}
+    assert check_settings("r", {"optimizer": "adam", "betas": (0, 0.5)})["betas"] == [0.0, 0.5]
 
 
 @pytest.mark.parametrize("name, lr", [("adam", 1e-4), ("adam", 1e-5), ("sgd", 0.0123)])
@@ -68,7 +90,7 @@ def test_the_requested_learning_rate_sets_the_step_size(name, lr):
 
 def _torch_has_a_fused_cpu_kernel(name: str) -> bool:
     """torch grew fused CPU kernels in 2.4; pyproject admits torch 2.2, where make_optimizer falls back."""
-    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[name]
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
     try:
         cls(nn.Linear(1, 1).parameters(), lr=0.1, fused=True)
     except (RuntimeError, TypeError, ValueError):
@@ -101,5 +123,5 @@ def test_falls_back_where_there_is_no_fused_kernel(monkeypatch):
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match=r"^optimizer='adamw' is not allowed; allowed: sgd, adam$"):
-        make_optimizer("adamw", nn.Linear(2, 2).parameters(), 0.1)
+    with pytest.raises(ValueError, match=r"^optimizer='rmsprop' is not allowed; allowed: sgd, adam, adamw$"):
+        make_optimizer("rmsprop", nn.Linear(2, 2).parameters(), 0.1)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from labkit import models, standin
+from labkit import models
+from labkit.training import standin
 from labkit.data import STL10_CLASSES
 
 TINY = {"per_class": 1, "image_size": 16, "epochs": 1, "batch_size": 40, "heldout_per_class": 1}  # one update
