@@ -100,18 +100,6 @@ def describe_weights(weights: str, arch: str) -> str:
     return f"{arch} weights from the local file {weights}"
 
 
-def banner(weights: str, arch: str, extra: str = ""):
-    """The visible box naming the weights in use; stand-in weights are never presented as ImageNet's."""
-    from html import escape
-
-    from IPython.display import HTML
-
-    colour = "#d1e7dd" if weights == "imagenet" else "#fff3cd"
-    text = escape(describe_weights(weights, arch)) + (f"<br>{escape(extra)}" if extra else "")
-    return HTML(f"<div style='background:{colour};border:1px solid #999;padding:0.6em 1em;font-weight:600'>"
-                f"Weights in use: {text}</div>")
-
-
 class EmbeddingClassifier(nn.Module):
     """A backbone (images -> embedding) and a head (embedding -> logits).
 

@@ -36,7 +36,7 @@ FINGERPRINTED = ("data/core.py", "data/loaders.py", "data/batches.py", "data/syn
 # Top-level functions and names in those files that only report (sentences, titles, the forecast's passes, 2-D
 # projections for plots): left out of the fingerprint like comments and docstrings.
 REPORTING = {"TITLE", "architecture", "findings", "passes", "describe", "batch_size_verdict", "two_run_yardstick",
-             "best_run", "project_2d"}
+             "best_run", "project_2d", "embedding_view", "summary_view"}
 
 
 def code_fingerprint() -> str:

@@ -138,3 +138,11 @@ def bar_with_ci(table: pd.DataFrame, ax=None, value: str = "accuracy", low: str 
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
     return ax
+
+
+def summary_bars(summary: pd.DataFrame):
+    """The summary's accuracies with their 95 % intervals, one bar per run, as a figure of its own size."""
+    import matplotlib.pyplot as plt
+    fig = plt.figure(figsize=(7, 0.4 * len(summary) + 1.5), layout="constrained")
+    bar_with_ci(summary, ax=fig.gca())
+    return fig

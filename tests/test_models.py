@@ -55,28 +55,3 @@ def test_small_cnn_layer_names_and_any_input_size():
     names = [n for n, m in net.named_modules() if hasattr(m, "weight")]
     assert names == ["conv1", "bn1", "conv2", "bn2", "conv3", "linear1", "linear2"]
     assert net(torch.randn(2, 3, 48, 48)).shape == (2, 2)
-
-
-def test_banner_for_standin_weights_says_not_imagenet(isolated_root):
-    pytest.importorskip("IPython")
-    html = models.banner("standin-smoke", "resnet18").data  # the seconds-size stand-in, trained in the session's folder
-    assert "NOT ImageNet" in html and "STAND-IN weights (standin-smoke): resnet18" in html
-    assert "40-class synthetic source task" in html and "held-out top-1" in html
-    assert "background:#fff3cd" in html and "#d1e7dd" not in html
-    assert html.startswith("<div style=") and html.endswith("</div>")
-
-
-def test_banner_for_imagenet_weights():
-    pytest.importorskip("IPython")
-    html = models.banner("imagenet", "resnet50", extra="input 224 px").data
-    assert "background:#d1e7dd" in html and "#fff3cd" not in html
-    assert "Weights in use: ImageNet-1k pretrained resnet50" in html and "NOT ImageNet" not in html
-    assert html.endswith("<br>input 224 px</div>")
-
-
-def test_banner_escapes_what_it_shows():
-    pytest.importorskip("IPython")
-    html = models.banner("/tmp/<b>weights</b>.pt", "resnet50", extra="a < b & c").data
-    assert "/tmp/&lt;b&gt;weights&lt;/b&gt;.pt" in html and "<b>" not in html
-    assert "<br>a &lt; b &amp; c</div>" in html
-    assert "background:#fff3cd" in html  # anything but ImageNet's own weights gets the warning colour

@@ -74,7 +74,8 @@ def test_labkit_has_no_import_circle():
 # labkit's layers, lowest first. A module imports modules of its own layer or lower ones, never higher: the ground
 # floor knows nothing of data, the training loop nothing of the questions, the questions nothing of the report.
 LAYERS = [
-    ("ground", ["labkit", "labkit.paths", "labkit.params", "labkit.device", "labkit.progress", "labkit.metrics"]),
+    ("ground", ["labkit", "labkit.errors", "labkit.paths", "labkit.params", "labkit.device", "labkit.progress",
+                "labkit.metrics"]),
     ("data", ["labkit.data*"]),
     ("training", ["labkit.training*"]),
     ("models", ["labkit.models"]),
@@ -175,3 +176,46 @@ def test_every_notebook_code_cell_is_valid_python():
         for i, cell in enumerate(json.loads(path.read_text())["cells"]):
             if cell["cell_type"] == "code":
                 ast.parse("".join(cell["source"]), filename=f"{path.name} cell {i}")
+
+
+def _code_cells() -> list[tuple[str, int, str]]:
+    """(notebook, index, source) of every code cell but the parameters cells."""
+    out = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code" and "parameters" not in cell.get("metadata", {}).get("tags", []):
+                out.append((path.name, i, "".join(cell["source"])))
+    return out
+
+
+def test_notebook_cells_read_like_a_report():
+    """A cell is a few lines calling the package: at most 15 non-blank lines, no lambda or def (code lives in
+    labkit), and no run of 6 lines repeated across cells (a repeated block belongs in a function)."""
+    import ast
+    long = [(nb, i, n) for nb, i, src in _code_cells() if (n := sum(bool(l.strip()) for l in src.splitlines())) > 15]
+    assert not long, long
+    defined = [(nb, i) for nb, i, src in _code_cells() for node in ast.walk(ast.parse(src))
+               if isinstance(node, (ast.Lambda, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert not defined, defined
+    seen: dict[tuple, tuple] = {}
+    repeated = []
+    for nb, i, src in _code_cells():
+        lines = [l.strip() for l in src.splitlines() if l.strip()]
+        for k in range(len(lines) - 5):
+            block = tuple(lines[k:k + 6])
+            if block in seen and seen[block][:2] != (nb, i):
+                repeated.append((seen[block], (nb, i)))
+            seen.setdefault(block, (nb, i))
+    assert not repeated, repeated
+
+
+def test_the_cell_checks_find_what_they_look_for(monkeypatch):
+    import pytest
+    bad = [("x.ipynb", 1, "f = lambda v: v\n"), ("x.ipynb", 2, "\n".join(f"a{i} = {i}" for i in range(16)))]
+    monkeypatch.setattr("test_project._code_cells", lambda: bad)
+    with pytest.raises(AssertionError, match="x.ipynb"):
+        test_notebook_cells_read_like_a_report()
+    block = "\n".join(f"b{i} = {i}" for i in range(6))
+    monkeypatch.setattr("test_project._code_cells", lambda: [("x.ipynb", 1, block), ("y.ipynb", 3, block)])
+    with pytest.raises(AssertionError, match="y.ipynb"):
+        test_notebook_cells_read_like_a_report()

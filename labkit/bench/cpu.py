@@ -275,8 +275,8 @@ def bench_sweep(root: Path, notebooks: Path, pairs: int = 4) -> dict:
 
 def bench_standin(archs=("resnet18", "resnet50"), kind: str = "standin") -> dict:
     """The demo's stand-in pre-training, cold (the throwaway root has no cache): time and held-out top-1."""
-    from labkit.training.standin import report
-    return {arch: report(arch, kind) for arch in archs}
+    from labkit.training.standin import prepare
+    return {arch: prepare(kind, arch) for arch in archs}
 
 
 def main(repeats: int = 7) -> dict:

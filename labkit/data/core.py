@@ -18,6 +18,11 @@ from labkit.errors import MissingFileError
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, touch
 from labkit.progress import progress
 
+# The datasets' classes in their official order (label 0 first), and STL-10's stored image size.
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+STL10_SIZE = 96
+DOGS_VS_CATS_CLASSES = ["cat", "dog"]
+
 # Bump when a loader's output for the same files changes, so old caches are not reused.
 CACHE_FORMAT = 2  # 2: per-image ids kept with the arrays
 

@@ -7,12 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.data.core import (DatasetNotFoundError, ImageSet, cached, decode_many, stack_images,
-                              warn_skipped)
+from labkit.data.core import (DOGS_VS_CATS_CLASSES, STL10_CLASSES, STL10_SIZE, DatasetNotFoundError, ImageSet,
+                              cached, decode_many, stack_images, warn_skipped)
 
-STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-STL10_SIZE = 96
-DOGS_VS_CATS_CLASSES = ["cat", "dog"]
 
 
 def _missing(what: str, expected: Path, dataset: str) -> DatasetNotFoundError:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from labkit.data.loaders import STL10_CLASSES, STL10_SIZE
+from labkit.data.core import STL10_CLASSES, STL10_SIZE
 from labkit.paths import synthetic_data_dir
 
 SHAPES = ["circle", "square", "triangle", "ring", "cross", "diamond", "bars", "half-disc"]

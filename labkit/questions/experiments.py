@@ -12,6 +12,7 @@ import pandas as pd
 
 from labkit import metrics
 from labkit.questions.reference import reference_accuracy
+from labkit.questions.registry import QUESTIONS
 from labkit.results import COST_KEYS, FLAGS, Results, run_status
 from labkit.runs import Run, run_key
 from labkit.text import is_number, percent
@@ -56,6 +57,7 @@ class Runner:
     def __init__(self, question, data, device, keep_checkpoints: str = "final"):
         self.question, self.data, self.device, self.keep_checkpoints = question, data, device, keep_checkpoints
         self._done: dict[str, Outcome] = {}
+        self.key = next((k for k, e in QUESTIONS.items() if e.module == getattr(question, "__name__", None)), None)
         self.outcomes: dict[str, list[Outcome]] = {}  # every run name so far, in the order they ran
         self.parts: dict[str, dict[str, list[Outcome]]] = {}  # the same by part, as :meth:`part` ran them
 
@@ -67,14 +69,17 @@ class Runner:
         self.outcomes.update(out)
         return out
 
-    def part(self, plan: dict, part: str, label: str, param: str) -> dict[str, list[Outcome]]:
-        """Run one part of the notebook's plan and say what happened to it in the notebook: a note naming the
-        runs that failed, or that the part was skipped (``param``, its run list, is empty). Returns the runs that
-        can be plotted (:func:`plottable`); all of them stay in :attr:`outcomes` and :attr:`parts`."""
+    def part(self, plan: dict, part: str, label: str, param: str, table: bool = False) -> dict[str, list[Outcome]]:
+        """Run one part of the notebook's plan and say what happened to it in the notebook: its summary table
+        (with ``table``), a note naming the runs that failed, or that the part was skipped (``param``, its run
+        list, is empty). Returns the runs that can be plotted (:func:`plottable`); all of them stay in
+        :attr:`outcomes` and :attr:`parts`."""
         from IPython.display import Markdown, display
 
         from labkit.text import skipped
         outcomes = self.parts[part] = self(plan[part])
+        if table and outcomes:
+            display(pretty(summarize(outcomes, self.key)))
         note = failure_note(outcomes) if outcomes else skipped(label, param)
         if note:
             display(Markdown(note))
@@ -179,6 +184,12 @@ def finish(results: Results, runner: Runner, test, classes: list[str] | None = N
     results.table(summary, "summary")
     results.write()
     return summary
+
+
+def conclusion(question, summary: pd.DataFrame, parts: dict, P: dict) -> str:
+    """The question's findings for this run, or the note that nothing ran."""
+    from labkit.text import skipped
+    return question.findings(summary, parts, P) if len(summary) else skipped("Conclusion", "the run lists")
 
 
 def pretty(table: pd.DataFrame) -> pd.DataFrame:

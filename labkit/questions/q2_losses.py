@@ -220,6 +220,31 @@ def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
     return out
 
 
+def embedding_view(outcome, n_classes: int, method: str) -> dict | None:
+    """The first ``n_classes`` classes' test embeddings projected to 2-D (``method``: pca or tsne), with their labels
+    and the run's retrieval figures; None for a run with no embeddings to show (diverged, too few points)."""
+    from labkit.questions.sentences import retrieval
+    shown = np.isin(outcome.y_true, np.arange(n_classes))
+    if outcome.accuracy is None or shown.sum() < 3:
+        return None
+    return {"points": project_2d(outcome.artifacts["embeddings"][shown], method, outcome.seed),
+            "labels": outcome.y_true[shown], "retrieval": retrieval(outcome)}
+
+
+def summary_view(summary):
+    """The summary for reading, with macro-F1, P@1 and MAP@R beside the original's macro-F1."""
+    import pandas as pd
+
+    from labkit.questions.experiments import pretty
+    from labkit.questions.reference import REFERENCE
+    from labkit.text import is_number
+    view = pretty(summary)
+    for key in ("macro_f1", "precision_at_1", "map_at_r"):
+        view[key] = [f"{v:.3f}" if is_number(v) else "" for v in summary.get(key, pd.Series(index=summary.index))]
+    view["original macro-F1"] = [REFERENCE["q2"].get(n, {}).get("macro_f1", "") for n in summary.index]
+    return view
+
+
 def findings(summary, parts: dict, P: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
     outcomes = {name: runs for part in parts.values() for name, runs in part.items()}

@@ -1,4 +1,4 @@
-"""HTML pages from jinja2 templates (``labkit/templates/pages``), autoescaped as nbconvert's own are, with one
+"""HTML pages (and the notebooks' weights banner) from jinja2 templates (``labkit/report/templates/pages``), autoescaped as nbconvert's own are, with one
 shared stylesheet. Python computes numbers and sentences; the templates hold the markup."""
 from __future__ import annotations
 
@@ -23,3 +23,13 @@ def _environment():
 def render(name: str, **context) -> str:
     """Render ``templates/pages/<name>`` with ``context`` and the stylesheet (``css``)."""
     return _environment().get_template(name).render(css=stylesheet(), **context)
+
+
+def banner(weights: str, arch: str, extra: str = ""):
+    """The notebooks' visible box naming the weights in use; stand-in weights are never presented as ImageNet's
+    (it reads the prepared stand-in's report, never trains it)."""
+    from IPython.display import HTML
+
+    from labkit.models import describe_weights
+    return HTML(_environment().get_template("banner.html.j2").render(
+        imagenet=weights == "imagenet", text=describe_weights(weights, arch), extra=extra).strip())

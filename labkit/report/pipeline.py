@@ -3,7 +3,6 @@ and PDF with nbconvert and a system Chromium, and build the index page with one 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import labkit
 from labkit.questions import registry
 from labkit.report.execute import run_notebook
 from labkit.params import PROFILES, ParameterError
-from labkit.report.pages import stylesheet
+from labkit.report.pages import render
 from labkit.paths import atomic_write_text, environ_kept, git_commit, reports_dir
 from labkit.progress import PLAIN_PREFIX, StatusLine
 from labkit.questions.reference import reference_accuracy
@@ -208,48 +207,20 @@ def _seconds(v) -> str:
 
 def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
                 facts: dict) -> Path:
-    """``index.html``: facts, links to every page, and the summary table (also ``summary.csv``)."""
+    """``index.html`` (from ``templates/pages/index.html.j2``): facts, links to every page, and the summary table
+    (also ``summary.csv``)."""
     table = summary_rows(results, written)
     atomic_write_text(root / "summary.csv", table.to_csv(index=False))
-    e = html.escape
-    flags = FLAGS
-    body_rows = []
-    for _, row in table.iterrows():
-        ci = f"{_percent(row['ci_low'])}–{_percent(row['ci_high'])}" if row["ci_low"] is not None and not pd.isna(
-            row["ci_low"]) else ""
-        flag = flags.get(row["status"], "")
-        body_rows.append(
-            f"<tr class='{e(str(row['status']))}'><td>{e(row['notebook'])}</td><td>{e(row['run'])}</td>"
-            f"<td class='num'>{_percent(row['accuracy'])}</td><td class='num'>{ci}</td>"
-            f"<td class='num'>{_percent(row['original'])}</td><td class='num'>{_seconds(row['train_seconds'])}</td>"
-            f"<td>{flag}</td></tr>")
-    links = []
-    for r in results:
-        items = " · ".join(f"<a href='{e(path)}'>{e(label)}</a>" for label, path in r.files.items())
-        state = f"<span class='failed'>FAILED: {e(r.error or '')}</span>" if r.status == "failed" else "ok"
-        title = registry.title(r.key, written.get(r.key, {}).get("params"))
-        links.append(f"<li><b>{e(title)}</b> ({r.seconds:.0f} s, {state}): {items}</li>")
-    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    rows = [{"status": row["status"], "notebook": row["notebook"], "run": row["run"],
+             "accuracy": _percent(row["accuracy"]), "original": _percent(row["original"]),
+             "ci": f"{_percent(row['ci_low'])}–{_percent(row['ci_high'])}" if is_number(row["ci_low"]) else "",
+             "seconds": _seconds(row["train_seconds"]), "flag": FLAGS.get(row["status"], "")}
+            for _, row in table.iterrows()]
+    notebooks = [{"title": registry.title(r.key, written.get(r.key, {}).get("params")), "seconds": f"{r.seconds:.0f}",
+                  "error": (r.error or "") if r.status == "failed" else None, "files": r.files} for r in results]
     # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
-    sweeps = " · ".join(f"<a href='{e(p.relative_to(root).as_posix())}'>{e(p.parent.name)}</a>"
-                        for p in sorted(root.glob("sweeps/*/sweep.html")))
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>labkit report ({e(profile)})</title>
-<style>
-{stylesheet()}</style></head><body>
-<h1>labkit report — profile <code>{e(profile)}</code></h1>
-<table>{fact_rows}</table>
-<h2>Notebooks</h2><ul>{''.join(links)}</ul>
-{f"<p>Sweeps: {sweeps}</p>" if sweeps else ""}
-<p>The whole report as one PDF: <a href='report.pdf'>report.pdf</a> · summary table as <a href='summary.csv'>CSV</a></p>
-<h2>Summary</h2>
-<table><tr><th>notebook</th><th>run</th><th>ours: test accuracy (%)</th><th>95 % CI</th>
-<th>original report (%)</th><th>train time (s)</th><th>flag</th></tr>{''.join(body_rows)}</table>
-<p class='note'>“Original report” numbers are the lab report's own (kept in labkit.questions.reference), shown for
-comparison; ours come from this run's metrics.json files, with each run's training time. With stand-in weights (demo and smoke profiles) numbers show the methods
-working on synthetic data and are not comparable to ImageNet results.</p>
-</body></html>
-"""
+    sweeps = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("sweeps/*/sweep.html"))]
+    page = render("index.html.j2", profile=profile, facts=facts, notebooks=notebooks, sweeps=sweeps, rows=rows)
     atomic_write_text(root / "index.html", page)
     return root / "index.html"
 

@@ -4,7 +4,6 @@ the plot, the failed points and links to every point's executed notebook)."""
 from __future__ import annotations
 
 import base64
-import html
 import json
 from pathlib import Path
 
@@ -67,45 +66,18 @@ def _pct(v) -> str:
 
 def write_page(root: Path, notebook: str, profile: str, comparison: pd.DataFrame, table: pd.DataFrame,
                facts: dict, points: dict[str, str]) -> Path:
-    """``sweep.html`` beside the CSVs; ``points``: point folder -> its executed notebook's file name."""
-    e = html.escape
-    rows = []
-    for _, r in comparison.iterrows():
-        cells = "".join(f"<td>{e(str(r[c]))}</td>" for c in comparison.columns if c not in (
-            "accuracy_mean", "accuracy_std", "count", "failed"))
-        rows.append(f"<tr>{cells}<td class='num'>{_pct(r['accuracy_mean'])}</td>"
-                    f"<td class='num'>{_pct(r['accuracy_std'])}</td><td class='num'>{r['count']}</td>"
-                    f"<td class='num'>{r['failed'] or ''}</td></tr>")
-    heads = "".join(f"<th>{e(c)}</th>" for c in comparison.columns if c not in (
-        "accuracy_mean", "accuracy_std", "count", "failed"))
+    """``sweep.html`` beside the CSVs (from ``templates/pages/sweep.html.j2``); ``points``: point folder -> its
+    executed notebook's file name."""
+    from labkit.report.pages import render
+    stats = ("accuracy_mean", "accuracy_std", "count", "failed")
+    columns = [c for c in comparison.columns if c not in stats]
+    rows = [{"values": [str(r[c]) for c in columns], "mean": _pct(r["accuracy_mean"]), "std": _pct(r["accuracy_std"]),
+             "count": r["count"], "failed": r["failed"] or ""} for _, r in comparison.iterrows()]
     plot = root / "comparison.png"
-    img = (f"<img alt='comparison' src='data:image/png;base64,{base64.b64encode(plot.read_bytes()).decode()}'>"
-           if plot.exists() and not comparison.empty else "<p>No point finished: nothing to plot.</p>")
+    figure = base64.b64encode(plot.read_bytes()).decode() if plot.exists() and not comparison.empty else None
     failed = table[table["status"] == "failed"] if "status" in table else table.iloc[:0]
-    failures = "".join(f"<li><code>{e(str(r['point']))}</code>: {e(str(r.get('error')))}</li>"
-                       for _, r in failed.iterrows())
-    links = " · ".join(f"<a href='{e(name)}/{e(nb)}'>{e(name)}</a>" for name, nb in points.items())
-    fact_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>labkit sweep {e(notebook)} ({e(profile)})</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.failed {{ color: #b00020; }}
-img {{ max-width: 100%; }}
-</style></head><body>
-<h1>Sweep of {e(notebook)} — profile <code>{e(profile)}</code></h1>
-<table>{fact_rows}</table>
-<h2>Test accuracy over seeds</h2>
-<table><tr>{heads}<th>mean (%)</th><th>std (%)</th><th>count</th><th>failed points</th></tr>{''.join(rows)}</table>
-{img}
-{f"<h2 class='failed'>Failed points</h2><ul class='failed'>{failures}</ul>" if failures else ""}
-<p>Tables: <a href='sweep.csv'>sweep.csv</a> (every run of every point) ·
-<a href='comparison.csv'>comparison.csv</a></p>
-<p>Executed notebooks: {links}</p>
-</body></html>
-"""
+    failures = [(str(r["point"]), str(r.get("error"))) for _, r in failed.iterrows()]
+    page = render("sweep.html.j2", notebook=notebook, profile=profile, facts=facts, columns=columns, rows=rows,
+                  figure=figure, failures=failures, points=points)
     atomic_write_text(root / "sweep.html", page)
     return root / "sweep.html"

@@ -25,6 +25,7 @@ import torchvision
 
 from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, TINY_IMAGENET_FIRST_PROTOTYPE, render_many
+from labkit.errors import MissingFileError
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
 
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
@@ -67,9 +68,10 @@ def source_to_tiny_imagenet(num_classes: int) -> dict[int, int]:
             for v in range(VARIANTS)}
 
 
-def standin_weights(arch: str, kind: str = "standin", progress: bool = False) -> dict:
-    """``{"state_dict", "classes", "settings", "report"}`` of the stand-in ``arch``, trained once and cached.
-    ``report``: the source task, the pre-training time and the held-out source top-1."""
+def standin_weights(arch: str, kind: str = "standin", progress: bool = False, train: bool = True) -> dict:
+    """``{"state_dict", "classes", "settings", "report"}`` of the stand-in ``arch``, trained once and cached
+    (with ``train=False`` only read: a missing one is an error). ``report``: the source task, the pre-training
+    time and the held-out source top-1."""
     if kind not in SETTINGS:
         raise ValueError(f"stand-in kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
     s = SETTINGS[kind]
@@ -78,6 +80,9 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False) ->
     path = cache_dir("standin") / f"{key}.pt"
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
+    if not train:
+        raise MissingFileError(f"the {kind} stand-in for {arch} is not prepared yet (no {path}): call "
+                               f"labkit.training.standin.prepare({kind!r}, {arch!r}) first (it pre-trains it once)")
     state, report = _pretrain(arch, s, progress)
     blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
             "report": json.dumps({"kind": kind, **report})}
@@ -86,8 +91,17 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False) ->
 
 
 def report(arch: str, kind: str = "standin") -> dict:
-    """What the cached stand-in was trained on and how well it learned it (trains it first if needed)."""
-    return json.loads(standin_weights(arch, kind)["report"])
+    """What the prepared stand-in was trained on and how well it learned it (never trains: see :func:`prepare`)."""
+    return json.loads(standin_weights(arch, kind, train=False)["report"])
+
+
+def prepare(weights: str, arch: str) -> dict | None:
+    """Pre-train the stand-in that ``weights`` names (once; cached under data/cache/standin/), an explicit step of a
+    notebook's setup; its report, or None for other weights (ImageNet's, a file, none)."""
+    if weights not in SETTINGS:
+        return None
+    standin_weights(arch, weights)
+    return report(arch, weights)
 
 
 def _source_images(per_class: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

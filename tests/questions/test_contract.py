@@ -49,3 +49,44 @@ def test_every_method_at_smoke_size(key, isolated_root):
     passes = module.passes(P)
     assert passes and all(isinstance(p, Pass) and isinstance(p.setting, Setting) and p.images > 0 for p in passes)
     assert {p.notebook for p in passes} == {key}
+
+
+def _papermill(root, key: str, params: dict, out):
+    """Plain papermill, as a user would call it, on the smoke profile in a throwaway root."""
+    import papermill
+    import yaml
+    nb = root / "notebooks" / registry.NOTEBOOKS[key]
+    smoke = yaml.safe_load((root / "notebooks" / "params" / "smoke" / f"{key}.yaml").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LABKIT_ROOT", str(root))
+        papermill.execute_notebook(str(nb), str(out / "nb.ipynb"), parameters={**smoke, "output_dir": str(out),
+                                                                               **params},
+                                   cwd=str(nb.parent), progress_bar=False, execution_timeout=300)
+
+
+@pytest.mark.parametrize("key, params, run, expected", [
+    ("q2", {"optimizer": "sgd", "momentum": 0.9, "runs": [{"name": "ce", "loss": "ce"}]}, "ce",
+     {"optimizer": "sgd", "momentum": 0.9, "betas": None}),
+    ("q1", {"runs": [{"name": "finetune", "optimizer": "sgd", "momentum": 0.0}]}, "finetune",
+     {"optimizer": "sgd", "momentum": 0.0}),
+    ("q1", {"optimizer": "adam", "betas": [0.5, 0.999], "runs": [{"name": "finetune"}]}, "finetune",
+     {"optimizer": "adam", "betas": [0.5, 0.999], "momentum": None}),
+], ids=["q2-sgd-momentum", "q1-sgd-no-momentum", "q1-adam-betas"])
+def test_every_notebook_takes_the_optimizer_rule_from_plain_papermill(isolated_root, tmp_path, key, params, run,
+                                                                        expected):
+    import json
+    _papermill(isolated_root, key, params, tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["runs"][run]["status"] in ("ok", "at_chance", "below_chance")
+    assert {k: m["run_settings"][run][k] for k in expected} == expected
+
+
+def test_momentum_on_an_adam_run_is_refused_before_any_training(isolated_root, tmp_path):
+    from papermill.exceptions import PapermillExecutionError
+    with pytest.raises(PapermillExecutionError) as refused:
+        _papermill(isolated_root, "q3", {"runs_optimizers": [{"name": "a", "optimizer": "adam", "momentum": 0.9}]},
+                   tmp_path)
+    assert refused.value.ename == "ParameterError"
+    assert "momentum=0.9 does not apply to optimizer='adam'" in refused.value.evalue
+    assert not (isolated_root / "data" / "cache" / "checkpoints").exists() or not any(
+        (isolated_root / "data" / "cache" / "checkpoints").iterdir())  # nothing trained

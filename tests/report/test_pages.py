@@ -1,4 +1,6 @@
 """Pages from jinja2 templates: autoescaped, one stylesheet shared by the index and the comparison page."""
+import pytest
+
 from labkit.report import pages
 
 
@@ -13,3 +15,32 @@ def test_render_escapes_what_it_is_given(tmp_path):
 def test_one_stylesheet_for_every_page():
     css = pages.stylesheet()
     assert "font-family" in css and "tr.failed td" in css and "tr.significant td" in css
+
+
+def test_banner_for_standin_weights_says_not_imagenet(isolated_root):
+    pytest.importorskip("IPython")
+    from labkit.training.standin import prepare
+    with pytest.raises(FileNotFoundError, match=r"not prepared yet.*prepare\('standin-smoke', 'resnet50'\)"):
+        pages.banner("standin-smoke", "resnet50")  # a display never trains: the setup cell prepares first
+    prepare("standin-smoke", "resnet18")  # the seconds-size stand-in, trained once in the session's folder
+    html = pages.banner("standin-smoke", "resnet18").data
+    assert "NOT ImageNet" in html and "STAND-IN weights (standin-smoke): resnet18" in html
+    assert "40-class synthetic source task" in html and "held-out top-1" in html
+    assert "background:#fff3cd" in html and "#d1e7dd" not in html
+    assert html.startswith("<div style=") and html.endswith("</div>")
+
+
+def test_banner_for_imagenet_weights():
+    pytest.importorskip("IPython")
+    html = pages.banner("imagenet", "resnet50", extra="input 224 px").data
+    assert "background:#d1e7dd" in html and "#fff3cd" not in html
+    assert "Weights in use: ImageNet-1k pretrained resnet50" in html and "NOT ImageNet" not in html
+    assert html.endswith("<br>input 224 px</div>")
+
+
+def test_banner_escapes_what_it_shows():
+    pytest.importorskip("IPython")
+    html = pages.banner("/tmp/<b>weights</b>.pt", "resnet50", extra="a < b & c").data
+    assert "/tmp/&lt;b&gt;weights&lt;/b&gt;.pt" in html and "<b>" not in html
+    assert "<br>a &lt; b &amp; c</div>" in html
+    assert "background:#fff3cd" in html  # anything but ImageNet's own weights gets the warning colour
