@@ -74,6 +74,18 @@ def per_class_recall(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"class": classes, "recall": recall, "support": support})
 
 
+def per_class_scores(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
+    """Each class's recall (right / images of the class) and precision (right / predictions of the class), and its
+    support; predictions outside ``classes`` (Q1's ``other``) count against recall, never as a class here."""
+    y_true, y_pred = _np(y_true), _np(y_pred)
+    labels = list(range(len(classes)))
+    recall = skm.recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    precision = skm.precision_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    return pd.DataFrame({"recall": recall, "precision": precision,
+                         "support": np.bincount(y_true, minlength=len(classes))[:len(classes)]},
+                        index=pd.Index(classes, name="class"))
+
+
 def classification_table(y_true, y_pred, classes: list[str]) -> pd.DataFrame:
     """scikit-learn's classification report as a table: precision, recall, F1, support per class,
     then accuracy and the macro and weighted averages."""

@@ -49,6 +49,9 @@ def run_status(accuracy: float | None, n: int, chance: float | None, diverged: b
 
 # What a run cost: any non-negative number, unlike the metrics (fractions).
 COST_KEYS = ("train_seconds", "train_images_per_second", "epochs", "updates")
+# How many training seeds stand behind a run's numbers, and how many of them gave an accuracy (a mean over
+# fewer than all says so): counts, like the cost keys any number >= 0.
+COUNT_KEYS = ("seeds", "seeds_ok")
 
 # What may differ between two runs of the same code without a number having changed.
 TIMING_KEYS = {"train_seconds", "train_images_per_second"}
@@ -125,7 +128,7 @@ class Results:
         for key, value in metrics.items():
             if not _SNAKE.match(key):
                 raise ValueError(f"run {name!r}: metric name {key!r} must be snake_case")
-            if key in COST_KEYS:
+            if key in COST_KEYS or key in COUNT_KEYS:
                 if value is not None and not (isinstance(value, (int, float)) and value >= 0):
                     raise ValueError(f"run {name!r}: {key}={value!r} must be a number >= 0 or None")
                 continue

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from labkit import metrics
 from labkit.questions.reference import reference_accuracy
@@ -134,10 +135,12 @@ def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float |
         mean = float(np.mean(ok)) if ok else None
         low, high = metrics.wilson_interval(round(mean * n), n) if ok else (None, None)
         errors = [o.error for o in runs if o.error]
+        if not errors and not n and not any(o.diverged for o in runs):
+            errors = ["no test images"]  # nothing to score: not an accuracy, not "ok"
         level = chance if chance is not None else (metrics.majority_share(tested.y_true) if tested else None)
         status = run_status(mean, n, level, diverged=any(o.diverged for o in runs), failed=bool(errors))
         rows[name] = {"accuracy": mean, "std_over_seeds": float(np.std(ok, ddof=1)) if len(ok) > 1 else None,
-                      "seeds": len(runs), "ci_low": low, "ci_high": high, "status": status,
+                      "seeds": len(runs), "seeds_ok": len(ok), "ci_low": low, "ci_high": high, "status": status,
                       "original": reference_accuracy(notebook, name), "error": errors[0] if errors else None}
         for key in COST_KEYS:
             vals = [o.cost[key] for o in runs if o.cost.get(key) is not None]
@@ -150,8 +153,8 @@ def summarize(outcomes: dict[str, list[Outcome]], notebook: str, chance: float |
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original", "error",
-                   "torch_threads")
+SUMMARY_COLUMNS = ("accuracy", "std_over_seeds", "seeds", "seeds_ok", "ci_low", "ci_high", "status", "original",
+                   "error", "torch_threads")
 
 
 def record(results: Results, table: pd.DataFrame, outcomes: dict[str, list[Outcome]] | None = None,
@@ -169,7 +172,8 @@ def record(results: Results, table: pd.DataFrame, outcomes: dict[str, list[Outco
         threads = row.get("torch_threads")
         settings = outcomes[name][0].settings if outcomes.get(name) else None
         results.add_run(name, value(row["accuracy"]), status=row["status"], accuracy_ci_low=value(row["ci_low"]),
-                        accuracy_ci_high=value(row["ci_high"]),
+                        accuracy_ci_high=value(row["ci_high"]), seeds=int(row["seeds"]),
+                        seeds_ok=int(row.get("seeds_ok", row["seeds"])),
                         torch_threads=int(threads) if is_number(threads) else None, settings=settings, **extra)
     if test is not None:
         results.predictions(outcomes, test, classes)
@@ -199,7 +203,9 @@ def pretty(table: pd.DataFrame) -> pd.DataFrame:
     def pct(v):
         return percent(v, 2, sign=False)
 
-    out["ours (%)"] = [pct(v) for v in table["accuracy"]]
+    partial = [f" ({k:.0f} of {n:.0f} seeds)" if "seeds_ok" in table and 0 < k < n else ""
+               for k, n in zip(table.get("seeds_ok", table["seeds"]), table["seeds"])]
+    out["ours (%)"] = [pct(v) + note for v, note in zip(table["accuracy"], partial)]
     out["95 % CI"] = [f"{pct(lo)}-{pct(hi)}" if is_number(lo) else "" for lo, hi in zip(table["ci_low"],
                                                                                         table["ci_high"])]
     if table["seeds"].max() > 1:
@@ -221,53 +227,88 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str]) -> pd.DataFrame:
-    """Pairwise: is the difference between two runs more than noise? For every training seed, McNemar's
-    exact test on the same test images, Holm-adjusted over the pairs of the part; a pair is a "real
-    difference" when the adjusted p < ``metrics.SIGNIFICANCE`` in a majority of the seeds. A run without
-    a training seed (deterministic) is compared with every seed of the other."""
-    names = [n for n in names if n in outcomes]
+def accuracies_by_seed(runs) -> dict[int, float] | None:
+    """``{seed: accuracy}`` of a run, or None when a seed failed, diverged or had no test images."""
+    if not runs or any(o.accuracy is None for o in runs):
+        return None
+    return {o.seed: o.accuracy for o in runs}
+
+
+def _power_margin(n: int) -> float:
+    """(t_0.975 + t_0.80) with n - 1 degrees of freedom: times the standard error, the smallest difference a
+    two-sided 5 % test finds four times out of five."""
+    return float(stats.t.ppf(0.975, n - 1) + stats.t.ppf(0.80, n - 1))
+
+
+def pair_test(a_runs, b_runs, deterministic: set[str], similar: bool, margin: float) -> dict:
+    """The test of one pair of runs (lists of Outcomes): mean difference a - b, its interval (95 %, or 90 % for a
+    "similar" claim), the smallest detectable difference, p and what the test can judge."""
+    acc_a, acc_b = accuracies_by_seed(a_runs), accuracies_by_seed(b_runs)
+    name_a, name_b = a_runs[0].name, b_runs[0].name
+    det_a, det_b = name_a in deterministic, name_b in deterministic
+    level = 0.90 if similar else 0.95
+    if det_a and det_b or (len(acc_a) == 1 and len(acc_b) == 1):
+        oa, ob = a_runs[0], b_runs[0]
+        right_a, right_b = oa.y_pred == oa.y_true, ob.y_pred == ob.y_true
+        only_a, only_b, n = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum()), len(oa.y_true)
+        low, high = metrics.paired_difference_interval(only_b, only_a, n, level)  # a - b
+        se = np.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n
+        both_fixed = det_a and det_b
+        test = ("McNemar, same test images (deterministic methods: this is the recipe test)" if both_fixed else
+                "McNemar, one seed: these two trained networks differ or not on this test set; one training run "
+                "cannot judge a recipe")
+        return {"d": float(right_a.mean() - right_b.mean()), "low": low, "high": high, "p": metrics.mcnemar(
+            oa.y_true, oa.y_pred, ob.y_pred), "min_detectable": _power_margin(10 ** 6) * se, "seeds": 1,
+                "recipe": both_fixed, "test": test}
+    if det_b or det_a:  # a recipe's seeds against one deterministic sample
+        seeds = acc_a if det_b else acc_b
+        fixed = next(iter((acc_b if det_b else acc_a).values()))
+        diffs = np.array([v - fixed for v in seeds.values()]) * (1 if det_b else -1)
+        test = "one-sample t-test of the per-seed differences against the deterministic method"
+    else:
+        common = sorted(set(acc_a) & set(acc_b))
+        if len(common) < 2:
+            return {"d": None, "low": None, "high": None, "p": None, "min_detectable": None, "seeds": len(common),
+                    "recipe": False, "test": "fewer than 2 common seeds"}
+        diffs = np.array([acc_a[k] - acc_b[k] for k in common])
+        test = "paired t-test over seeds (seed k with seed k)"
+    n = len(diffs)
+    d, p = metrics.seed_test(list(diffs), [0.0] * n)
+    low, high = metrics.mean_interval(diffs, level)
+    se = float(diffs.std(ddof=1) / np.sqrt(n))
+    return {"d": d, "low": low, "high": high, "p": p, "min_detectable": _power_margin(n) * se, "seeds": n,
+            "recipe": True, "test": test}
+
+
+def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str], deterministic=()) -> pd.DataFrame:
+    """Pairwise: is the difference between two runs more than noise, and which way? :func:`pair_test` for each
+    pair (a paired t-test over the per-seed accuracies with two or more seeds, which judges recipes; McNemar on
+    the same test images with one seed, which can only say whether these two trained networks differ), Holm over
+    the pairs. Direction always counts: a seed won by A and a seed won by B cancel out."""
+    names = [n for n in names if n in outcomes and accuracies_by_seed(outcomes[n]) is not None]
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
-    seeds = max((len(outcomes[n]) for n in names), default=0)
-    raw = {pair: [] for pair in pairs}
-    adjusted = {pair: [] for pair in pairs}
-    for k in range(seeds):
-        tested = {}
-        for a, b in pairs:
-            oa, ob = outcomes[a][min(k, len(outcomes[a]) - 1)], outcomes[b][min(k, len(outcomes[b]) - 1)]
-            if oa.accuracy is not None and ob.accuracy is not None:
-                tested[(a, b)] = metrics.mcnemar(oa.y_true, oa.y_pred, ob.y_pred)
-        for pair, p_adj in zip(tested, holm(list(tested.values()))):
-            raw[pair].append(tested[pair])
-            adjusted[pair].append(p_adj)
+    tests = {pair: pair_test(outcomes[pair[0]], outcomes[pair[1]], set(deterministic), False, 0.0) for pair in pairs}
+    tested = [pair for pair in pairs if tests[pair]["p"] is not None]
     rows = []
-    for a, b in pairs:
-        if not raw[(a, b)]:
-            continue
-        real = sum(p < metrics.SIGNIFICANCE for p in adjusted[(a, b)])
-        acc_a = np.mean([o.accuracy for o in outcomes[a] if o.accuracy is not None])
-        acc_b = np.mean([o.accuracy for o in outcomes[b] if o.accuracy is not None])
-        rows.append({"run A": a, "run B": b, "accuracy A": acc_a, "accuracy B": acc_b,
-                     "McNemar p": raw[(a, b)][0] if len(raw[(a, b)]) == 1 else raw[(a, b)],
-                     "Holm p": adjusted[(a, b)][0] if len(adjusted[(a, b)]) == 1 else adjusted[(a, b)],
-                     "real in seeds": f"{real} of {len(adjusted[(a, b)])}",
-                     "verdict": "real difference" if real > len(adjusted[(a, b)]) / 2 else "within noise"})
+    for (a, b), p_holm in zip(tested, holm([tests[pair]["p"] for pair in tested])):
+        t = tests[(a, b)]
+        if not t["recipe"]:
+            verdict = ("these two trained networks differ" if p_holm < metrics.SIGNIFICANCE else
+                       "these two trained networks do not differ") + " (one seed: not a verdict on the recipes)"
+        elif p_holm < metrics.SIGNIFICANCE:
+            verdict = f"real difference: {a if t['d'] > 0 else b} better"
+        else:
+            verdict = "within noise"
+        rows.append({"run A": a, "run B": b, "accuracy A": float(np.mean([o.accuracy for o in outcomes[a]])),
+                     "accuracy B": float(np.mean([o.accuracy for o in outcomes[b]])), "A - B": t["d"],
+                     "seeds": t["seeds"], "test": t["test"], "p": t["p"], "Holm p": p_holm, "verdict": verdict})
     return pd.DataFrame(rows)
 
 
 def verdict_text(verdicts: pd.DataFrame) -> str:
-    """The pairwise verdicts as prose: "a vs b: within noise (Holm-adjusted p = 0.41); ..." with one seed,
-    "a vs b: real difference in 2 of 3 seeds (Holm-adjusted p = 0.01, 0.03, 0.2)" with several."""
-    def ps(v):
-        return ", ".join(f"{p:.3g}" for p in (v if isinstance(v, list) else [v]))
-
-    parts = []
-    for _, row in verdicts.iterrows():
-        several = isinstance(row["Holm p"], list)
-        seeds = f" in {row['real in seeds']} seeds" if several and row["verdict"] == "real difference" else ""
-        parts.append(f"{row['run A']} vs {row['run B']}: {row['verdict']}{seeds} (Holm-adjusted p = "
-                     f"{ps(row['Holm p'])})")
-    text = "; ".join(parts)
-    if len(verdicts) and not isinstance(verdicts["Holm p"].iloc[0], list):
-        text += " — one seed: a verdict from a single training run"
-    return text
+    """The pairwise verdicts as prose: "a vs b: real difference: a better (Holm-adjusted p = 0.01, paired t-test
+    over 3 seeds); ..."."""
+    parts = [f"{row['run A']} vs {row['run B']}: {row['verdict']} (Holm-adjusted p = {row['Holm p']:.3g}, "
+             f"{'paired t-test over ' + str(row['seeds']) + ' seeds' if row['seeds'] > 1 else 'McNemar'})"
+             for _, row in verdicts.iterrows()]
+    return "; ".join(parts)

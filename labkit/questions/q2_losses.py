@@ -107,6 +107,21 @@ def load_data(P: dict) -> Data:
     return Data(train, val, test, str(root), key)
 
 
+def check_pk_batches(run: Run, labels: torch.Tensor) -> None:
+    """What P x K batches need of the training split, checked with the data in hand: at least one whole batch
+    (pytorch-metric-learning would stop on a bare assertion), and ``m_per_class`` images of every class (fewer would
+    be drawn with replacement: the same image twice, a positive at distance zero)."""
+    n, batch, m = len(labels), run["batch_size"], run["m_per_class"]
+    if n < batch:
+        raise ParameterError(f"run {run.name!r}: the training split holds {n} images, fewer than one P x K batch "
+                             f"(batch_size={batch}); lower batch_size or val_fraction, or use more training images")
+    counts = torch.bincount(labels)
+    present = counts[counts > 0]
+    if len(present) and int(present.min()) < m:
+        raise ParameterError(f"run {run.name!r}: m_per_class={m} but a class has only {int(present.min())} training "
+                             f"images; lower m_per_class (and batch_size with it) or val_fraction")
+
+
 class PKSampler:
     """Class-balanced P x K batches: ``batch_size / m_per_class`` classes, ``m_per_class`` images each.
 
@@ -154,6 +169,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     terms = [cross_entropy_term()]
     order = "shuffle"
     if run["loss"] == "ce_triplet":
+        check_pk_batches(run, data.train.labels)
         terms.append(triplet_term(run["loss_weight"], run["margin"], run["miner"]))
         order = PKSampler(data.train.labels, run["m_per_class"], run["batch_size"], seed=run.seed)
     elif run["loss"] == "ce_center":
@@ -249,7 +265,7 @@ def findings(summary, parts: dict, P: dict) -> str:
     """This run's figures for the conclusion (the notebook's markdown holds the fixed prose)."""
     outcomes = {name: runs for part in parts.values() for name, runs in part.items()}
     from labkit.questions.experiments import noise_verdicts, verdict_text
-    from labkit.text import percent
+    from labkit.text import is_number, percent
 
     names = list(summary.index)
     lines = ["**Test accuracy:** " + ", ".join(f"`{n}` {percent(summary.loc[n, 'accuracy'])}" for n in names) +
@@ -261,6 +277,12 @@ def findings(summary, parts: dict, P: dict) -> str:
         lines.append("Flagged runs: " + ", ".join(f"`{n}` ({summary.loc[n, 'status']})" for n in flagged) + ".")
     verdicts = noise_verdicts(outcomes, [n for n in names if n in outcomes])
     if len(verdicts):
-        lines.append("Pairwise (McNemar's exact test on the same test images, Holm-adjusted over the pairs): "
-                     + verdict_text(verdicts) + ".")
+        lines.append("Pairwise, Holm-adjusted over the pairs: " + verdict_text(verdicts) + ".")
+    retrieval = {n: summary.loc[n].get("map_at_r") for n in names}
+    if is_number(retrieval.get("ce_triplet")) and is_number(retrieval.get("ce")):
+        better = retrieval["ce_triplet"] > retrieval["ce"]
+        lines.append(f"Retrieval here: the triplet run's MAP@R ({percent(retrieval['ce_triplet'])}) is "
+                     f"{'above' if better else 'not above'} cross-entropy's ({percent(retrieval['ce'])}), so the "
+                     f"idea that the triplet loss helps retrieval more {'holds' if better else 'does not hold'} in "
+                     f"this run.")
     return "\n\n".join(lines)

@@ -205,6 +205,20 @@ def _seconds(v) -> str:
     return f"{float(v):.1f}" if is_number(v) else ""
 
 
+def claims_table(root: Path, results: list[NotebookResult]) -> tuple[list[dict], str]:
+    """Every notebook's ``claims.csv`` as rows for the index, and the verdicts' counts ("7 reproduced, ...")."""
+    from labkit.questions.claims import counts
+    tables = [pd.read_csv(root / r.key / "claims.csv", keep_default_na=False)
+              for r in results if (root / r.key / "claims.csv").exists()]
+    if not tables:
+        return [], ""
+    table = pd.concat(tables, ignore_index=True)
+    rows = [{"notebook": r["notebook"], "claim": r["claim"], "runs": r["runs"], "original": r["original"],
+             "ours": r["ours"], "test": r["test"], "p_holm": f"{float(r['p_holm']):.3g}" if is_number(r["p_holm"])
+             else "", "verdict": r["verdict"], "confounds": r["confounds"]} for _, r in table.iterrows()]
+    return rows, counts(table)
+
+
 def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
                 facts: dict) -> Path:
     """``index.html`` (from ``templates/pages/index.html.j2``): facts, links to every page, and the summary table
@@ -220,7 +234,10 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
                   "error": (r.error or "") if r.status == "failed" else None, "files": r.files} for r in results]
     # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
     sweeps = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("sweeps/*/sweep.html"))]
-    page = render("index.html.j2", profile=profile, facts=facts, notebooks=notebooks, sweeps=sweeps, rows=rows)
+    claims, claim_counts = claims_table(root, results)
+    synthetic = any(m.get("params", {}).get("data_source") != "real" for m in written.values())
+    page = render("index.html.j2", profile=profile, facts=facts, notebooks=notebooks, sweeps=sweeps, rows=rows,
+                  claims=claims, claim_counts=claim_counts, synthetic=synthetic)
     atomic_write_text(root / "index.html", page)
     return root / "index.html"
 

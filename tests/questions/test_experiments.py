@@ -32,7 +32,8 @@ def test_summarize_over_seeds():
     table = summarize({"adam": [outcome("adam", 8, macro_f1=0.75), outcome("adam", 6, seed=1, macro_f1=0.65)],
                        "sgd": [outcome("sgd", 9, macro_f1=None)]}, "q3", chance=0.1)
     assert list(table.index) == ["adam", "sgd"]
-    assert list(table.columns) == ["accuracy", "std_over_seeds", "seeds", "ci_low", "ci_high", "status", "original",
+    assert list(table.columns) == ["accuracy", "std_over_seeds", "seeds", "seeds_ok", "ci_low", "ci_high", "status",
+                                   "original",
                                    "error", "train_seconds", "train_images_per_second", "epochs", "updates",
                                    "torch_threads",
                                    "macro_f1"]
@@ -71,13 +72,14 @@ def test_record_writes_every_summarised_run(tmp_path):
     # the thread count goes beside the run: a run's own entry keeps the contract's keys (metrics are fractions)
     assert written["torch_threads_per_run"] == {"adam": 2}
     low, high = metrics.wilson_interval(8, 10)
-    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None}
+    no_cost = {"train_seconds": None, "train_images_per_second": None, "epochs": None, "updates": None,
+               "seeds": 1, "seeds_ok": 1}
     # 8 of 10 against chance 0.5: the interval (0.49-0.94) holds chance, so the run is at chance
     assert runs["adam"] == {"accuracy": 0.8, "status": "at_chance", "accuracy_ci_low": low, "accuracy_ci_high": high,
                             **no_cost, "macro_f1": 0.75}
     assert runs["sgd"]["status"] == "at_chance" and runs["sgd"]["macro_f1"] is None
     assert runs["broken"] == {"accuracy": None, "status": "diverged", "accuracy_ci_low": None,
-                              "accuracy_ci_high": None, **no_cost, "macro_f1": None}
+                              "accuracy_ci_high": None, **no_cost, "seeds_ok": 0, "macro_f1": None}
 
 
 def test_pretty_columns_and_flags():
@@ -192,3 +194,13 @@ def test_holm_keeps_its_running_maximum_on_non_monotone_inputs():
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1.0 (capped at 1), then max(1.0, 0.6)
     assert holm([0.2, 0.01, 0.3]) == pytest.approx([0.4, 0.03, 0.4])  # 0.03, 0.4, max(0.4, 0.3)
     assert holm([0.04]) == [0.04] and holm([]) == []
+
+
+def test_a_run_with_no_test_images_failed_and_a_partial_mean_says_so():
+    """Nothing to score is not "ok"; a mean over the seeds that survived says how many of all."""
+    empty = Outcome("empty", {}, 0, None, np.array([], dtype=int), np.array([], dtype=int))
+    table = summarize({"empty": [empty], "adam": [outcome("adam", 8), outcome("adam", 0, seed=1, diverged=True),
+                                                  outcome("adam", 6, seed=2)]}, "q3", chance=0.5)
+    assert table.loc["empty", "status"] == "failed" and table.loc["empty", "error"] == "no test images"
+    assert (table.loc["adam", "seeds"], table.loc["adam", "seeds_ok"]) == (3, 2)
+    assert pretty(table).loc["adam", "ours (%)"] == "70.00 (2 of 3 seeds)"

@@ -166,3 +166,13 @@ def test_val_fraction_0_keeps_the_whole_training_split(isolated_root):
     whole = q2.load_data({**P, "val_fraction": 0.0})
     assert len(whole.val) == 0 and len(whole.train) == len(held.train) + len(held.val)
     assert len(whole.train) == P["num_classes"] * P["synthetic_train_per_class"]
+
+
+def test_pk_batches_the_training_split_cannot_give_are_refused_naming_the_parameters():
+    from labkit.runs import Run
+    run = Run("t", {"batch_size": 8, "m_per_class": 4}, 0)
+    with pytest.raises(ParameterError, match=r"holds 6 images, fewer than one P x K batch \(batch_size=8\)"):
+        q2.check_pk_batches(run, torch.tensor([0, 0, 0, 1, 1, 1]))
+    with pytest.raises(ParameterError, match=r"m_per_class=4 but a class has only 3 training images"):
+        q2.check_pk_batches(run, torch.tensor([0] * 8 + [1] * 3))
+    q2.check_pk_batches(run, torch.tensor([0] * 4 + [1] * 4))  # one whole batch, 4 of each: fine

@@ -31,8 +31,8 @@ def test_reference_accuracy():
     assert reference_accuracy("q9", "svm") is None
 
 
-def test_q1_class_accuracy_is_keyed_by_the_stl10_classes_in_order():
-    per_class = REFERENCE["q1"]["finetune"]["class_accuracy"]
+def test_q1_class_precision_is_keyed_by_the_stl10_classes_in_order():
+    per_class = REFERENCE["q1"]["finetune"]["class_precision"]
     assert list(per_class) == STL10_CLASSES == ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey",
                                                 "ship", "truck"]
     assert per_class["airplane"] == 0.9697 and per_class["truck"] == 0.9002
@@ -54,9 +54,13 @@ def test_run_names_are_the_notebooks_run_names():
         assert set(notes) <= set(REFERENCE[nb]), nb
 
 
-def test_the_class_accuracy_note_computes_why_the_column_is_not_recall():
-    from labkit.questions.reference import class_accuracy_note
-    note = class_accuracy_note()
-    assert "with 800 test images per class a recall is a multiple of 0.125 %" in note
-    assert "10 of its 10 values are not" in note
-    assert "their mean, 91.60 %, differs from its overall 91.55 %" in note
+def test_the_class_table_note_says_precision_from_the_originals_numbers():
+    from labkit.questions.reference import class_table_note, original_class_precision, original_test_images
+    note = class_table_note("finetune")
+    assert "per-class **precision**" in note and "a multiple of 0.125 %" in note and "airplane: 96.97 %" in note
+    assert "transcribed" not in note  # all ten values
+    assert "Only airplane was transcribed" in class_table_note("zero_shot")
+    assert original_class_precision("zero_shot") == {"airplane": 0.9689}
+    # 96.89 % is 156 / 161 truncated: precision (right / predicted), not recall (156 / 800 would be 19.5 %)
+    assert int(156 / 161 * 10000) / 10000 == 0.9689
+    assert original_test_images("q2", "ce_triplet") == 7500 and original_test_images("q2", "ce") == 2500

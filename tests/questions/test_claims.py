@@ -1,0 +1,123 @@
+"""The claims, judged on constructed outcomes: each verdict where it must come out, direction always counting."""
+import numpy as np
+import pytest
+from scipy import stats
+
+from labkit import metrics
+from labkit.questions import claims
+from labkit.questions.experiments import Outcome
+
+N = 2000
+Y = np.arange(N) % 2
+
+
+def runs(name: str, accuracies, seeds=None, error=None) -> list[Outcome]:
+    """One Outcome per seed, right on the first ``accuracy`` share of the test images (offset by seed, so two
+    runs' mistakes overlap only partly, as two networks' would)."""
+    out = []
+    for k, acc in zip(seeds or range(len(accuracies)), accuracies):
+        right = np.roll(np.arange(N) < round(acc * N), 37 * k + 11 * len(name))
+        pred = np.where(right, Y, 1 - Y)
+        out.append(Outcome(name, {}, k, None, Y if error is None else np.array([]),
+                           pred if error is None else np.array([]), error=error))
+    return out
+
+
+def judge_one(claim: dict, outcomes: dict, deterministic=()) -> dict:
+    base = {"id": "c", "claim": "a beats b", "stated": True, "confounds": ""}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(claims, "_data", lambda: {"similar_margin": 0.02, "qx": [{**base, **claim}]})
+        table = claims.judge("qx", outcomes, deterministic)
+    return table.iloc[0].to_dict()
+
+
+def test_a_direction_blind_vote_is_gone():
+    """A wins one seed, B the other, equal means: no verdict of a difference (a per-seed vote said 2 of 3)."""
+    row = judge_one({"a": "a", "b": "b", "direction": ">"},
+                    {"a": runs("a", [0.85, 0.75, 0.80]), "b": runs("b", [0.75, 0.85, 0.80])})
+    assert row["verdict"] == "inconclusive" and row["mean_difference"] == pytest.approx(0.0)
+    assert row["seeds"] == 3 and row["test"].startswith("paired t-test over seeds")
+
+
+def test_reproduced_contradicted_inconclusive_and_not_run():
+    a, b = runs("a", [0.86, 0.85, 0.87]), runs("b", [0.80, 0.81, 0.80])
+    reproduced = judge_one({"a": "a", "b": "b", "direction": ">"}, {"a": a, "b": b})
+    assert reproduced["verdict"] == "reproduced"
+    diffs = np.array([0.06, 0.04, 0.07])
+    assert reproduced["mean_difference"] == pytest.approx(diffs.mean())
+    assert reproduced["p"] == pytest.approx(stats.ttest_1samp(diffs, 0).pvalue)
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert (reproduced["ci_low"], reproduced["ci_high"]) == pytest.approx((diffs.mean() - half, diffs.mean() + half))
+    assert reproduced["min_detectable"] == pytest.approx(
+        (stats.t.ppf(0.975, 2) + stats.t.ppf(0.8, 2)) * diffs.std(ddof=1) / np.sqrt(3))
+    contradicted = judge_one({"a": "b", "b": "a", "direction": ">"}, {"a": a, "b": b})
+    assert contradicted["verdict"] == "contradicted" and contradicted["mean_difference"] < 0
+    assert judge_one({"a": "a", "b": "b", "direction": "<"}, {"a": a, "b": b})["verdict"] == "contradicted"
+    noisy = judge_one({"a": "a", "b": "b", "direction": ">"},
+                      {"a": runs("a", [0.82, 0.79, 0.84]), "b": runs("b", [0.80, 0.81, 0.80])})
+    assert noisy["verdict"] == "inconclusive" and noisy["min_detectable"] > 0
+    assert judge_one({"a": "a", "b": "gone", "direction": ">"}, {"a": a})["verdict"] == "not run"  # skipped
+    failed = judge_one({"a": "a", "b": "b", "direction": ">"}, {"a": a, "b": runs("b", [0.8], error="OOM")})
+    assert failed["verdict"] == "not run"
+
+
+def test_similar_needs_the_90_percent_interval_inside_the_margin():
+    close = judge_one({"a": "a", "b": "b", "direction": "≈"},
+                      {"a": runs("a", [0.800, 0.805, 0.802]), "b": runs("b", [0.801, 0.803, 0.800])})
+    assert close["verdict"] == "reproduced" and -0.02 <= close["ci_low"] and close["ci_high"] <= 0.02
+    apart = judge_one({"a": "a", "b": "b", "direction": "≈"},
+                      {"a": runs("a", [0.86, 0.85, 0.87]), "b": runs("b", [0.80, 0.81, 0.80])})
+    assert apart["verdict"] == "contradicted"
+    wide = judge_one({"a": "a", "b": "b", "direction": "≈"},
+                     {"a": runs("a", [0.85, 0.76, 0.80]), "b": runs("b", [0.80, 0.80, 0.81])})
+    assert wide["verdict"] == "inconclusive"
+
+
+def test_one_seed_judges_two_networks_never_a_recipe():
+    row = judge_one({"a": "a", "b": "b", "direction": ">"}, {"a": runs("a", [0.90]), "b": runs("b", [0.70])})
+    assert row["verdict"] == "inconclusive" and row["p"] < 1e-6
+    assert "these two trained networks differ on this test set" in row["test"] and "recipe" in row["test"]
+
+
+def test_a_recipe_against_a_deterministic_method_and_two_deterministic_methods():
+    seeds = judge_one({"a": "ft", "b": "svm", "direction": ">"},
+                      {"ft": runs("ft", [0.86, 0.85, 0.87]), "svm": runs("svm", [0.80])}, deterministic={"svm"})
+    assert seeds["verdict"] == "reproduced" and seeds["test"].startswith("one-sample t-test")
+    assert seeds["p"] == pytest.approx(stats.ttest_1samp([0.06, 0.05, 0.07], 0).pvalue)
+    fixed = judge_one({"a": "svm", "b": "zs", "direction": ">"},
+                      {"svm": runs("svm", [0.80]), "zs": runs("zs", [0.60])}, deterministic={"svm", "zs"})
+    assert fixed["verdict"] == "reproduced" and "recipe test" in fixed["test"]
+    oa, ob = runs("svm", [0.80])[0], runs("zs", [0.60])[0]
+    assert fixed["p"] == pytest.approx(metrics.mcnemar(Y, oa.y_pred, ob.y_pred))
+
+
+def test_holm_over_the_notebooks_claims_and_rankings(monkeypatch):
+    data = {"similar_margin": 0.02, "qx": [
+        {"id": "ab", "claim": "a > b", "a": "a", "b": "b", "direction": ">", "stated": True, "ranking": "r"},
+        {"id": "bc", "claim": "b > c", "a": "b", "b": "c", "direction": ">", "stated": False, "ranking": "r"},
+        {"id": "cause", "claim": "a because of flow", "a": "a", "b": "b", "direction": ">", "test": "causal"}]}
+    monkeypatch.setattr(claims, "_data", lambda: data)
+    table = claims.judge("qx", {"a": runs("a", [0.90, 0.91, 0.92]), "b": runs("b", [0.80, 0.81, 0.80]),
+                                "c": runs("c", [0.82, 0.79, 0.81])})
+    rows = table.set_index("claim_id")
+    p = [rows.loc["ab", "p"], rows.loc["bc", "p"]]
+    assert [rows.loc["ab", "p_holm"], rows.loc["bc", "p_holm"]] == pytest.approx(
+        __import__("labkit.questions.experiments", fromlist=["holm"]).holm(p))
+    assert rows.loc["ab", "verdict"] == "reproduced" and rows.loc["bc", "verdict"] == "inconclusive"
+    assert rows.loc["r", "verdict"] == "inconclusive" and rows.loc["r", "runs"] == "a > b > c"
+    assert rows.loc["cause", "verdict"] == "inconclusive" and "not testable" in rows.loc["cause", "test"]
+    assert claims.counts(table) == "1 reproduced, 0 contradicted, 2 inconclusive, 0 not run"
+    assert list(table.columns[:len(claims.COLUMNS)]) == claims.COLUMNS
+
+
+def test_every_claim_names_runs_its_notebook_has():
+    """The claims file against the notebooks' own run names, so a renamed run cannot leave a claim unjudged."""
+    from labkit.questions import registry
+    for key in ("q1", "q2", "q3"):
+        P = registry.resolved_parameters(key, "full")
+        names = {n for part in registry.question(key).plan(P).values() for n in part}
+        for claim in claims.claims(key):
+            for side in ("a", "b"):
+                value = claim.get(side)
+                for name in (value if isinstance(value, list) else [value] if value else []):
+                    assert name in names, (key, claim["id"], name)
