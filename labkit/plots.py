@@ -140,9 +140,6 @@ def bar_with_ci(table: pd.DataFrame, ax=None, value: str = "accuracy", low: str 
     return ax
 
 
-def summary_bars(summary: pd.DataFrame):
-    """The summary's accuracies with their 95 % intervals, one bar per run, as a figure of its own size."""
-    import matplotlib.pyplot as plt
-    fig = plt.figure(figsize=(7, 0.4 * len(summary) + 1.5), layout="constrained")
-    bar_with_ci(summary, ax=fig.gca())
-    return fig
+def summary_bars(summary: pd.DataFrame, ax=None):
+    """The summary's accuracies with their 95 % intervals, one bar per run, on axes sized for its runs."""
+    return bar_with_ci(summary, ax=_axes(ax, (7, 0.4 * len(summary) + 1.5)))

@@ -62,6 +62,7 @@ CALLS = {
     "gradient_flow_plot": lambda: (_gradflow(),),
     "embedding_scatter": lambda: (np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]), [0, 1, 1], ["a", "b"]),
     "bar_with_ci": lambda: (_summary(),),
+    "summary_bars": lambda: (_summary(),),
 }
 
 

@@ -71,7 +71,7 @@ def write_page(root: Path, notebook: str, profile: str, comparison: pd.DataFrame
     from labkit.report.pages import render
     stats = ("accuracy_mean", "accuracy_std", "count", "failed")
     columns = [c for c in comparison.columns if c not in stats]
-    rows = [{"values": [str(r[c]) for c in columns], "mean": _pct(r["accuracy_mean"]), "std": _pct(r["accuracy_std"]),
+    rows = [{"cells": [str(r[c]) for c in columns], "mean": _pct(r["accuracy_mean"]), "std": _pct(r["accuracy_std"]),
              "count": r["count"], "failed": r["failed"] or ""} for _, r in comparison.iterrows()]
     plot = root / "comparison.png"
     figure = base64.b64encode(plot.read_bytes()).decode() if plot.exists() and not comparison.empty else None

@@ -5,8 +5,8 @@ records per-epoch and per-update history, evaluates a validation split after
 each epoch, checkpoints atomically after each epoch (at the path that
 ``labkit.runs.checkpoint_path`` derives from the run; the files are :mod:`labkit.training.checkpoints`' business),
 resumes from the last checkpoint, keeps the final state when the run completes, and stops a run whose loss
-turns NaN or inf (status "diverged"). The test set is not its business: the notebook evaluates it once, at
-the end, with :func:`evaluate` / :func:`predict`.
+turns NaN or inf (status "diverged"). The test set is not its business: each question's ``train_and_test``
+predicts it once, at the end, with :func:`predict`.
 """
 from __future__ import annotations
 

@@ -13,6 +13,10 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SETTINGS = ("optimizer", "lr", "momentum", "betas", "weight_decay")
 TAKES = {"sgd": ("momentum", "weight_decay"), "adam": ("betas", "weight_decay"), "adamw": ("betas", "weight_decay")}
 CLASSES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}  # torch.optim's names
+# Each optimizer's own defaults: a value equal to one is stored as None, so runs that differ only in spelling it
+# out are one run (trained once) and keep one checkpoint key.
+DEFAULTS = {"sgd": {"momentum": 0.0, "weight_decay": 0.0}, "adam": {"betas": [0.9, 0.999], "weight_decay": 0.0},
+            "adamw": {"betas": [0.9, 0.999], "weight_decay": 0.01}}
 # The same names as run settings and as notebook parameters, in every question.
 SPECS = {
     "optimizer": Spec(str, OPTIMIZERS),
@@ -26,7 +30,7 @@ SPECS = {
 def check_settings(run: str, settings: dict) -> dict:
     """A run's optimizer settings, checked: one it would ignore is refused naming the run, the setting and the
     optimizer (wherever it was set: the run, the notebook's parameters or a profile file); ``betas`` become two
-    floats in [0, 1)."""
+    floats in [0, 1); a value equal to the optimizer's own default becomes None (:data:`DEFAULTS`)."""
     name = settings.get("optimizer", "adam")
     for key in ("momentum", "betas", "weight_decay"):
         if settings.get(key) is not None and key not in TAKES[name]:
@@ -40,7 +44,7 @@ def check_settings(run: str, settings: dict) -> dict:
             raise ParameterError(f"run {run!r}: betas={betas!r} is not allowed; allowed: [beta1, beta2], each in "
                                  f"[0, 1), or null for (0.9, 0.999)")
         settings = {**settings, "betas": [float(b) for b in betas]}
-    return settings
+    return {k: None if k in DEFAULTS[name] and v == DEFAULTS[name][k] else v for k, v in settings.items()}
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float | None = None, betas=None,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchvision
 
 from labkit.data.loaders import STL10_CLASSES
-from labkit.data.synthetic import STL10_PROTOTYPES, TINY_IMAGENET_FIRST_PROTOTYPE, render_many
+from labkit.data.synthetic import STL10_PROTOTYPES, render_many
 from labkit.errors import MissingFileError
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
 
@@ -57,14 +57,6 @@ def source_to_stl10() -> dict[int, int]:
     deer = STL10_CLASSES.index("deer")
     return {p * VARIANTS + v: STL10_PROTOTYPES.index(p)
             for p in STL10_PROTOTYPES if p < SOURCE_PROTOTYPES and STL10_PROTOTYPES.index(p) != deer
-            for v in range(VARIANTS)}
-
-
-def source_to_tiny_imagenet(num_classes: int) -> dict[int, int]:
-    """Source class -> synthetic Tiny ImageNet class index (class i is prototype 10 + i)."""
-    return {p * VARIANTS + v: p - TINY_IMAGENET_FIRST_PROTOTYPE
-            for p in range(TINY_IMAGENET_FIRST_PROTOTYPE, min(SOURCE_PROTOTYPES,
-                                                             TINY_IMAGENET_FIRST_PROTOTYPE + num_classes))
             for v in range(VARIANTS)}
 
 

@@ -30,7 +30,7 @@ def test_every_check_passes_on_the_cpu(isolated_root, capsys):
     assert code == 0, lines
     assert [line.split()[0] for line in lines[:-1]] == ["ok"] * 6, lines
     assert lines[-1] == "check-device: 6 ok, 0 skipped, 0 failed"
-    assert "q3 training + evaluation (smoke): 15 run(s) trained and tested on cpu" in lines[3]
+    assert "q3 training + evaluation (smoke): 30 run(s) trained and tested on cpu" in lines[3]  # 15 x 2 seeds
     assert "ResNet-50" in lines[5] and "(allowed 5%)" in lines[5]
 
 

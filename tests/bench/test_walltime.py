@@ -23,7 +23,8 @@ def test_q1_feature_pass_and_finetuning(passes):
     # the feature pass runs in fp32 as q1.extract does; training and the tests of trained runs in bf16 on CUDA
     assert [p.what for p in passes if p.setting.fp32] == ["feature pass (train + test)"]
     assert images(passes, "q1", "feature pass") == 5_000 + 8_000
-    assert images(passes, "q1", "training") == 5_000 * 5  # val_fraction 0 (the original's data), 5 epochs
+    assert images(passes, "q1", "finetune seed 0: training") == 5_000 * 5  # val_fraction 0 (the original's data)
+    assert images(passes, "q1", "training") == 5_000 * 5 * 3  # 5 epochs, 3 training seeds
     assert images(passes, "q1", "finetune seed 0: test") == 8_000
     train = next(p.setting for p in passes if p.what.endswith("training") and p.notebook == "q1")
     assert (train.arch, train.stored_size, train.image_size, train.batch_size, train.freeze_until) == \

@@ -215,7 +215,7 @@ def test_a_long_decode_shows_progress_a_short_one_does_not(isolated_root, monkey
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(core, "PROGRESS_MIN_FILES", 12)
     load_dogs_vs_cats(root, image_size=16, use_cache=False)
-    assert capsys.readouterr().err.startswith("[progress] decoding Dogs vs Cats: 12 of 12 files (100 %), 0:0")
+    assert capsys.readouterr().err.startswith("[progress] decoding Dogs vs Cats: 12 of 12 files (100 %), 00:0")
 
 
 def test_dogs_vs_cats_missing(tmp_path):

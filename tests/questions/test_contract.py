@@ -68,7 +68,7 @@ def _papermill(root, key: str, params: dict, out):
     ("q2", {"optimizer": "sgd", "momentum": 0.9, "runs": [{"name": "ce", "loss": "ce"}]}, "ce",
      {"optimizer": "sgd", "momentum": 0.9, "betas": None}),
     ("q1", {"runs": [{"name": "finetune", "optimizer": "sgd", "momentum": 0.0}]}, "finetune",
-     {"optimizer": "sgd", "momentum": 0.0}),
+     {"optimizer": "sgd", "momentum": None}),  # SGD's own default, spelled out: the same run as null
     ("q1", {"optimizer": "adam", "betas": [0.5, 0.999], "runs": [{"name": "finetune"}]}, "finetune",
      {"optimizer": "adam", "betas": [0.5, 0.999], "momentum": None}),
 ], ids=["q2-sgd-momentum", "q1-sgd-no-momentum", "q1-adam-betas"])

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from labkit import metrics
-from labkit.questions.experiments import Outcome, Runner, failure_note, noise_verdicts, plottable, pretty, record, summarize
+from labkit.questions.experiments import (Outcome, Runner, failure_note, noise_verdicts, plottable, pretty, record,
+                                         summarize, verdict_text)
 from labkit.results import Results
 from labkit.runs import Run
 from labkit.training.loop import History
@@ -97,7 +98,7 @@ def test_pretty_columns_and_flags():
     assert several.loc["adam", "std over seeds"] == "14.14"
 
 
-def test_noise_verdicts_with_known_mcnemar_p_values():
+def test_noise_verdicts_with_one_seed_judge_networks_by_mcnemar():
     y = np.zeros(10, dtype=int)
 
     def run(name, wrong, diverged=False):
@@ -106,30 +107,34 @@ def test_noise_verdicts_with_known_mcnemar_p_values():
 
     outcomes = {"a": run("a", 0), "b": run("b", 6), "c": run("c", 2), "d": run("d", 0, diverged=True)}
     table = noise_verdicts(outcomes, ["a", "b", "c", "d"])
-    assert list(table.columns) == ["run A", "run B", "accuracy A", "accuracy B", "McNemar p", "Holm p",
-                                   "real in seeds", "verdict"]
+    assert list(table.columns) == ["run A", "run B", "accuracy A", "accuracy B", "A - B", "seeds", "test", "p",
+                                   "Holm p", "verdict"]
     assert table[["run A", "run B"]].values.tolist() == [["a", "b"], ["a", "c"], ["b", "c"]]  # d diverged
     # a right and b wrong on 6 images, never the other way: exact two-sided p = 2 x 0.5^6
     raw = [2 * 0.5 ** 6, 2 * 0.5 ** 2, 2 * 0.5 ** 4]
-    assert table["McNemar p"].tolist() == pytest.approx(raw)
+    assert table["p"].tolist() == pytest.approx(raw)
     # Holm over the three pairs: smallest x 3, next x 2 (kept monotone), largest x 1
     assert table["Holm p"].tolist() == pytest.approx([3 * raw[0], raw[1], 2 * raw[2]])
-    assert table["verdict"].tolist() == ["within noise"] * 3  # 0.094 after correction: not below 0.05
-    assert table.loc[0, ["accuracy A", "accuracy B"]].tolist() == [1.0, 0.4]
+    assert table["verdict"].tolist() == ["these two trained networks do not differ (one seed: not a verdict on "
+                                         "the recipes)"] * 3  # 0.094 after correction: not below 0.05
+    assert table.loc[0, ["accuracy A", "accuracy B", "A - B"]].tolist() == pytest.approx([1.0, 0.4, 0.6])
     assert noise_verdicts(outcomes, ["a"]).empty
 
 
-def test_a_verdict_needs_a_majority_of_seeds():
-    y = np.zeros(20, dtype=int)
+def test_noise_verdicts_over_seeds_keep_the_direction():
+    """A seed won by A and a seed won by B cancel out (a per-seed vote counted both as "real")."""
+    y = np.zeros(2000, dtype=int)
 
     def seeds(name, wrongs):
-        return [Outcome(name, {}, k, History(), y, np.where(np.arange(20) < w, 1, 0)) for k, w in enumerate(wrongs)]
+        return [Outcome(name, {}, k, History(), y, np.where(np.arange(2000) < w, 1, 0)) for k, w in enumerate(wrongs)]
 
-    table = noise_verdicts({"a": seeds("a", [0, 0, 0]), "b": seeds("b", [9, 9, 1])}, ["a", "b"])
-    assert table.loc[0, "real in seeds"] == "2 of 3" and table.loc[0, "verdict"] == "real difference"
-    assert table.loc[0, "McNemar p"] == pytest.approx([2 * 0.5 ** 9, 2 * 0.5 ** 9, 1.0])
-    table = noise_verdicts({"a": seeds("a", [0, 0, 0]), "b": seeds("b", [9, 1, 1])}, ["a", "b"])
-    assert table.loc[0, "verdict"] == "within noise"  # 1 of 3 seeds
+    balanced = noise_verdicts({"a": seeds("a", [300, 500, 400]), "b": seeds("b", [500, 300, 400])}, ["a", "b"])
+    assert balanced.loc[0, "verdict"] == "within noise" and balanced.loc[0, "A - B"] == pytest.approx(0.0)
+    steady = noise_verdicts({"a": seeds("a", [100, 110, 90]), "b": seeds("b", [300, 320, 290])}, ["a", "b"])
+    assert steady.loc[0, "verdict"] == "real difference: a better" and steady.loc[0, "seeds"] == 3
+    diffs = np.array([200, 210, 200]) / 2000
+    assert steady.loc[0, "p"] == pytest.approx(metrics.seed_test(list(diffs), [0, 0, 0])[1])
+    assert "a vs b: real difference: a better" in verdict_text(steady)
 
 
 def question(train):

@@ -86,7 +86,7 @@ def test_check_names_refuses_an_undeclared_name():
     expected = unknown_parameters({"learning_rate", "epoch"}, set(declared("q3")), f"{notebook.name}: ")
     assert str(refused.value) == str(expected)
     assert str(refused.value).startswith("q3_dogs_vs_cats_optimizers.ipynb: unknown parameter(s) 'epoch', "
-                                         "'learning_rate'; allowed: batch_size, data_dir, data_source, device, ")
+                                         "'learning_rate'; allowed: batch_size, betas, data_dir, data_source, ")
 
 
 @pytest.mark.parametrize("key", QUESTIONS)

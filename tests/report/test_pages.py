@@ -17,9 +17,10 @@ def test_one_stylesheet_for_every_page():
     assert "font-family" in css and "tr.failed td" in css and "tr.significant td" in css
 
 
-def test_banner_for_standin_weights_says_not_imagenet(isolated_root):
+def test_banner_for_standin_weights_says_not_imagenet(isolated_root, monkeypatch, tmp_path):
     pytest.importorskip("IPython")
     from labkit.training.standin import prepare
+    monkeypatch.setenv("LABKIT_ROOT", str(tmp_path / "fresh"))  # no stand-in prepared here yet
     with pytest.raises(FileNotFoundError, match=r"not prepared yet.*prepare\('standin-smoke', 'resnet50'\)"):
         pages.banner("standin-smoke", "resnet50")  # a display never trains: the setup cell prepares first
     prepare("standin-smoke", "resnet18")  # the seconds-size stand-in, trained once in the session's folder

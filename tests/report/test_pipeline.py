@@ -206,7 +206,7 @@ def test_one_line_per_notebook_and_no_tcp_warning(tiny_project, capfd):
     out, err = capfd.readouterr()
     assert "without encryption" not in out + err
     lines = [ln for ln in out.splitlines() if ln.startswith("[good]")]
-    assert lines[0] == "[good] good.ipynb (profile smoke): starting, 0:00"
+    assert lines[0] == "[good] good.ipynb (profile smoke): starting, 00:00"
     assert lines[-1].startswith("[good] good.ipynb (profile smoke): ok in ") and len(lines) == 2, lines
     assert not list((tiny_project / "notebooks").glob("kernel*"))  # no sockets left beside the notebooks
 
@@ -235,7 +235,7 @@ def test_the_live_line_counts_cells_and_shows_the_kernels_progress(tiny_project,
     assert "LABKIT_PLAIN_PROGRESS" not in os.environ
     assert (papermill_log.level, papermill_log.propagate) == before
     assert line.texts[:3] == ["cell 1/3", "cell 2/3", "cell 3/3"]
-    assert line.texts[-1].startswith("cell 3/3 · decoding things: 3,000 of 3,000 files (100 %), 0:00")
+    assert line.texts[-1].startswith("cell 3/3 · decoding things: 3,000 of 3,000 files (100 %), 00:00")
     kept = "".join(o.get("text", "") for c in nbformat.read(executed, as_version=4).cells for o in c.get("outputs", []))
     assert "fine\n" in kept and "[progress] decoding things" in kept
     code_html, clean_html = report.render_html(executed)

@@ -71,6 +71,10 @@ def test_a_setting_the_optimizer_would_ignore_is_refused(settings, message):
     assert check_settings("r", {"optimizer": "sgd", "momentum": 0.9, "betas": None}) == {
         "optimizer": "sgd", "momentum": 0.9, "betas": None}
     assert check_settings("r", {"optimizer": "adam", "betas": (0, 0.5)})["betas"] == [0.0, 0.5]
+    # the optimizer's own default spelled out is the same run as leaving it null (one training, one key)
+    assert check_settings("r", {"optimizer": "adam", "betas": [0.9, 0.999], "weight_decay": 0})["betas"] is None
+    assert check_settings("r", {"optimizer": "sgd", "momentum": 0.0})["momentum"] is None
+    assert check_settings("r", {"optimizer": "adamw", "weight_decay": 0.0})["weight_decay"] == 0.0  # not AdamW's
 
 
 @pytest.mark.parametrize("name, lr", [("adam", 1e-4), ("adam", 1e-5), ("sgd", 0.0123)])

@@ -50,14 +50,6 @@ def test_source_to_stl10_is_many_to_one_with_no_deer():
     assert unmapped == {2 * deer, 2 * deer + 1} | set(range(20, 40))  # they become 'other'
 
 
-def test_source_to_tiny_imagenet():
-    assert standin.source_to_tiny_imagenet(2) == {20: 0, 21: 0, 22: 1, 23: 1}  # class i is prototype 10 + i
-    wide = standin.source_to_tiny_imagenet(50)  # only the source task's prototypes 10..19 have a class
-    assert sorted(set(wide.values())) == list(range(10)) and len(wide) == 20
-    assert set(wide) == set(range(20, 40))
-    assert standin.source_to_tiny_imagenet(0) == {}
-
-
 def test_trained_once_then_loaded_from_the_cache(tiny):
     folder, trained = tiny
     first = standin.standin_weights("resnet18")
