@@ -1,7 +1,6 @@
 """``python -m labkit``: an expected error is one line on stderr and a non-zero exit, no traceback;
 ``--debug`` shows it. Run as users run it (a subprocess) where that is cheap, in-process otherwise."""
 import hashlib
-import importlib
 import os
 import subprocess
 import sys
