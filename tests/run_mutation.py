@@ -5,8 +5,8 @@
 Each module gets a working folder of its own, ``.mutation/<module>/`` (git-ignored), holding links to the
 checkout's ``labkit/``, ``tests/`` and ``notebooks/`` and a ``setup.cfg`` that tells mutmut to mutate that
 module only and to run only its own test file(s) (``labkit/a/b.py`` -> ``tests/a/test_b.py``), with
-``-x -q -p no:randomly``. mutmut copies the package to ``.mutation/<module>/mutants/`` and imports it from
-there, so the checkout's files are never changed.
+``-x -q -p no:randomly``; ``run.log`` there is mutmut's output. mutmut copies the package to
+``.mutation/<module>/mutants/`` and imports it from there, so the checkout's files are never changed.
 
 At the end it prints, per module, how many mutants were killed, survived, timed out, had no test, and how
 many survivors tests/MUTATION.md judges equivalent (a mutant named there in backticks, with its reason), and
@@ -55,20 +55,25 @@ def prepare(module: str, keep: bool) -> Path:
         "source_paths = labkit\n"
         f"only_mutate = {module}\n"
         "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests_for(module)) +
-        "also_copy = notebooks\n")
+        "also_copy = notebooks\n"
+        # torch is not fork-safe: a worker forked from the process that ran the tests may hang in its thread
+        # pool (a timeout that says nothing about the mutant); fork from a server that never ran torch instead
+        "process_isolation = forkserver\n")
     return work
 
 
-def mutmut(work: Path, *args: str, log=None) -> str:
+def mutmut(work: Path, *args: str) -> str:
+    """Runs ``mutmut ARGS`` in ``work``; its output goes to ``work/mutmut.log`` as it comes (progress)."""
     exe = Path(sys.executable).with_name("mutmut")
     cmd = [str(exe) if exe.exists() else "mutmut", *args]
-    out = subprocess.run(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    if log is not None:
-        log.write_text(out.stdout)
-    if out.returncode != 0:
-        sys.exit(f"mutmut {' '.join(args)} failed in {work} (exit {out.returncode}):\n{out.stdout[-4000:]}")
-    return out.stdout
+    log = work / "mutmut.log"
+    with log.open("w") as f:
+        code = subprocess.run(cmd, cwd=work, stdout=f, stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).returncode
+    out = log.read_text()
+    if code != 0:
+        sys.exit(f"mutmut {' '.join(args)} failed in {work} (exit {code}):\n{out[-4000:]}")
+    return out
 
 
 def equivalents() -> dict[str, str]:
@@ -94,7 +99,8 @@ def main(argv=None) -> int:
         start = time.monotonic()
         work = prepare(module, args.keep)
         print(f"== {module} against {' '.join(tests_for(module))}", flush=True)
-        mutmut(work, "run", "--max-children", str(args.jobs), log=work / "run.log")
+        mutmut(work, "run", "--max-children", str(args.jobs))
+        (work / "mutmut.log").rename(work / "run.log")
         statuses = dict(re.findall(r"^\s+(\S+): (.+)$", mutmut(work, "results", "--all", "true"), re.M))
         counts = {"killed": 0, "survived": 0, "equivalent": 0, "timeout": 0, "other": 0}
         for name, status in sorted(statuses.items()):
