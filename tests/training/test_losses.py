@@ -114,6 +114,7 @@ def test_the_center_term_wires_the_loss_its_centres_and_their_update():
     assert (term.name, term.weight, term.optimizer) == ("center", 0.3, None)
     assert isinstance(term.module, CenterLoss) and term.module.alpha == 0.25
     assert term.module.centers.shape == (3, 2)
+    assert center_term(1.0, 2, 2, 0.5, device="meta").module.centers.device.type == "meta"  # the run's device
     _ready(term.module, [[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     emb = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 2.0]])
     out = ModelOutput(torch.zeros(3, 3), emb)
@@ -124,8 +125,8 @@ def test_the_center_term_wires_the_loss_its_centres_and_their_update():
     assert torch.allclose(term.module.centers, torch.tensor([[1 / 3, 0.0], [1.0, 1.125], [5.0, 5.0]]))
 
 
-# Four embeddings on the unit circle after normalisation (given at other lengths, so an unnormalised loss
-# differs): class 0 at (1, 0) and (0, 1), class 1 at (-1, 0) and (0, -1). Each anchor's positive is sqrt(2)
+# Four embeddings on the unit circle after normalisation (given at other lengths: the loss is of their
+# directions only): class 0 at (1, 0) and (0, 1), class 1 at (-1, 0) and (0, -1). Each anchor's positive is sqrt(2)
 # away; its negatives sqrt(2) and 2. With margin 1 a triplet's loss is max(0, d_ap - d_an + 1): 1 for the
 # negative at sqrt(2), sqrt(2) - 2 + 1 = 0.414 for the one at 2. The average over the triplets with a nonzero
 # loss (pytorch-metric-learning's reducer):
