@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-setup
 
-.PHONY: setup test report lab data bench bench-gpu check-device sweep compare clean system-deps
+.PHONY: setup test report lab data bench bench-gpu check-device sweep compare clean system-deps mutation
 
 setup: $(STAMP)
 
@@ -27,6 +27,16 @@ system-deps:
 
 test: setup system-deps
 	$(PY) -m pytest
+
+# Mutation testing (mutmut; slow, so not part of `make test`): each module is mutated against its own test
+# file only (labkit/a/b.py -> tests/a/test_b.py), one mutant at a time; tests/MUTATION.md lists the surviving
+# mutants judged equivalent. Work folders: .mutation/<module>/ (git-ignored). For example:
+#   make mutation MODULES="labkit/metrics.py labkit/runs.py" MUTATION_JOBS=2
+MODULES ?= labkit/metrics.py labkit/runs.py labkit/training/optim.py labkit/training/losses.py \
+	labkit/training/checkpoints.py
+MUTATION_JOBS ?= 1
+mutation: setup
+	$(PY) tests/run_mutation.py --jobs $(MUTATION_JOBS) $(MODULES)
 
 report: setup system-deps
 	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))

@@ -171,3 +171,125 @@ def test_auc_agrees_with_counting_ordered_pairs():
         assert curves[name]["auc"] == pytest.approx(counted)
         aucs.append(counted)
     assert curves["macro"]["auc"] == pytest.approx(np.mean(aucs))
+
+
+def test_accuracy_prints_percent_interval_and_count():
+    assert str(metrics.Accuracy(0.755, 0.701, 0.8024, 300)) == "75.50 % (95 % CI 70.1-80.2, n=300)"
+
+
+def test_nothing_to_count_is_nan_not_an_error():
+    """No test images: accuracy, Wilson interval and paired interval are nan, and the majority share 0; one
+    image is already an answer (a point for the paired interval: B got the only image right, A did not)."""
+    assert all(np.isnan(v) for v in metrics.wilson_interval(0, 0))
+    assert not any(np.isnan(v) for v in metrics.wilson_interval(1, 1))
+    empty = metrics.accuracy(np.array([], int), np.array([], int))
+    assert np.isnan(empty.value) and np.isnan(empty.low) and np.isnan(empty.high) and empty.n == 0
+    assert metrics.majority_share(np.array([], int)) == 0.0
+    assert all(np.isnan(v) for v in metrics.paired_difference_interval(0, 0, 0))
+    assert metrics.paired_difference_interval(0, 1, 1) == (1.0, 1.0)
+    assert metrics.paired_difference_interval(0, 0, 100) == (0.0, 0.0)  # no discordant pair: no spread
+
+
+def test_the_confidence_level_reaches_every_interval():
+    y, p = np.array([0] * 60 + [1] * 40), np.array([0] * 100)
+    acc = metrics.accuracy(y, p, confidence=0.9)
+    assert (acc.low, acc.high) == metrics.wilson_interval(60, 100, 0.9) != metrics.wilson_interval(60, 100)
+    la, ua = metrics.wilson_interval(80, 100, 0.9)
+    lb, ub = metrics.wilson_interval(90, 120, 0.9)
+    low, high = metrics.unpaired_difference_interval(80, 100, 90, 120, confidence=0.9)
+    assert low == pytest.approx(-0.05 - np.sqrt((0.75 - lb) ** 2 + (ua - 0.8) ** 2))
+    assert high == pytest.approx(-0.05 + np.sqrt((ub - 0.75) ** 2 + (0.8 - la) ** 2))
+
+
+def test_the_ends_of_the_interval_hold_chance():
+    """Chance on an end of the Wilson interval is 'held': all 10 right on a one-class test set (interval
+    [0.72, 1], chance 1) is at chance, and so is none right where chance is 0 (interval [0, 0.28])."""
+    assert metrics.wilson_interval(10, 10)[1] == 1.0 and metrics.wilson_interval(0, 10)[0] == 0.0
+    assert metrics.chance_status(1.0, 10, 1.0) == "at_chance"
+    assert metrics.chance_status(0.0, 10, 0.0) == "at_chance"
+
+
+def test_a_class_absent_from_labels_and_predictions_keeps_its_row_without_warnings():
+    """Four classes, the third ('c') and last ('d') never seen nor predicted: every table still has a row for
+    them (recall and F1 0, support 0), the macro F1 averages over all four, and nothing warns (no 0/0 warning
+    in the notebooks)."""
+    import warnings
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0, 1, 1, 1])
+    classes = ["a", "b", "c", "d"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert metrics.confusion(y, p, 4).tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+        rec = metrics.per_class_recall(y, p, classes)
+        table = metrics.classification_table(y, p, classes)
+        f1 = metrics.macro_f1(y, p, 4)
+    assert list(rec.columns) == ["class", "recall", "support"]
+    assert rec["class"].tolist() == classes and rec["support"].tolist() == [2, 2, 0, 0]
+    assert rec["recall"].tolist() == [0.5, 1.0, 0.0, 0.0]
+    # a: P 1, R 1/2, F1 2/3; b: P 2/3, R 1, F1 4/5; c, d: 0 (zero_division=0); macro over four
+    assert table.loc[classes, "f1-score"].tolist() == pytest.approx([2 / 3, 0.8, 0.0, 0.0])
+    assert table.loc[["c", "d"], "precision"].tolist() == [0.0, 0.0]
+    assert f1 == pytest.approx((2 / 3 + 0.8) / 4) and table.loc["macro avg", "f1-score"] == pytest.approx(f1)
+    assert table["support"].dtype.kind == "i" and table.loc["accuracy", "support"] == 4
+
+
+def test_a_prediction_outside_the_classes_gives_micro_averages_instead_of_accuracy():
+    """A model answering a label the table has no name for (here 2 of classes 'a', 'b'): scikit-learn reports
+    micro averages over the named classes instead of an accuracy; the table has no accuracy row then."""
+    table = metrics.classification_table(np.array([0, 1, 1]), np.array([0, 1, 2]), ["a", "b"])
+    assert "accuracy" not in table.index and "micro avg" in table.index
+
+
+def test_roc_curves_skip_an_absent_class_only_and_average_on_a_grid():
+    """Classes a, b, c with b absent from the labels: a and c still get their curves. The macro curve is the
+    mean of the per-class curves on 201 false-positive rates from 0 to 1."""
+    y = np.array([0, 0, 2, 2])
+    scores = np.array([[0.9, 0.0, 0.1], [0.8, 0.1, 0.1], [0.1, 0.1, 0.8], [0.2, 0.0, 0.8]])
+    curves = metrics.roc_curves(y, scores, ["a", "b", "c"])
+    assert set(curves) == {"a", "c", "micro", "macro"}
+    assert curves["a"]["auc"] == 1.0 and curves["c"]["auc"] == 1.0
+    for name in ("micro", "macro"):
+        assert set(curves[name]) == {"fpr", "tpr", "auc"} and len(curves[name]["fpr"]) == len(curves[name]["tpr"])
+    assert np.array_equal(curves["macro"]["fpr"], np.linspace(0, 1, 201))
+
+
+def test_hand_computed_macro_roc_curve():
+    """The two classes of test_hand_computed_auc. 'dog' (scores s1; positives 0.4 0.8 0.9, negatives 0.1 0.6)
+    passes through (0, 2/3), (1/2, 2/3), (1/2, 1); 'cat' (scores 1 - s1; positives 0.9 0.4, negatives 0.6 0.2
+    0.1) through (0, 1/2), (1/3, 1/2), (1/3, 1). The macro curve at FPR 0.25: (2/3 + 1/2) / 2; at 0.4:
+    (2/3 + 1) / 2; past 0.5: 1."""
+    y = np.array([0, 0, 1, 1, 1])
+    s1 = np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+    macro = metrics.roc_curves(y, np.c_[1 - s1, s1], ["cat", "dog"])["macro"]
+    assert macro["fpr"][[50, 80]].tolist() == pytest.approx([0.25, 0.4])
+    assert macro["tpr"].shape == (201,)
+    assert macro["tpr"][[50, 80]].tolist() == pytest.approx([7 / 12, 5 / 6])
+    assert macro["tpr"][101:].tolist() == pytest.approx([1.0] * 100)
+
+
+def test_scores_that_require_grad_are_taken_as_they_are():
+    """Logits straight from a model (a tensor that requires grad) are detached, not refused."""
+    import torch
+    y = torch.tensor([0, 1, 1, 0])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, 1.5], [1.0, -1.0]], requires_grad=True)
+    assert metrics.roc_curves(y, logits, ["a", "b"])["macro"]["auc"] == 1.0
+    assert metrics.accuracy(y, logits.argmax(1)).value == 1.0
+
+
+def test_a_spread_beyond_float_noise_goes_to_the_t_test():
+    """Only float noise (1e-15) counts as 'no spread': differences 0.5 +- 1e-9 are a real, tiny spread, and
+    the t-test's (tiny, not 0) p-value is returned."""
+    a = [0.9, 0.9 + 1e-9, 0.9 - 1e-9]
+    b = [0.4, 0.4, 0.4]
+    mean, p = metrics.seed_test(a, b)
+    diffs = np.subtract(a, b)
+    assert p == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue, rel=1e-6) and p > 0
+    assert mean == pytest.approx(0.5)
+
+
+def test_the_mean_interval_of_two_seeds_is_an_interval():
+    """Two seeds: t with 1 degree of freedom (12.71), half-width 12.71 * sd / sqrt(2)."""
+    low, high = metrics.mean_interval([0.1, 0.3])
+    half = stats.t.ppf(0.975, 1) * np.std([0.1, 0.3], ddof=1) / np.sqrt(2)
+    assert (low, high) == pytest.approx((0.2 - half, 0.2 + half)) and half == pytest.approx(1.2706, abs=1e-4)
+    assert metrics.mean_interval([0.25]) == (0.25, 0.25)

@@ -110,3 +110,44 @@ def test_keep_checkpoints_never_changes_a_run_or_its_key(key, monkeypatch):
     plans = [module.plan(module.parameters({**registry.default_parameters(key, "smoke"), "keep_checkpoints": keep}))
              for keep in ("final", "none", "all")]
     assert plans[0] == plans[1] == plans[2]
+
+
+def test_the_defaults_are_checked_naming_the_parameter():
+    with pytest.raises(ParameterError, match="'epochs'"):
+        resolve_runs([{"name": "a"}], {"lr": 1.0, "epochs": 0}, SPECS, [0])
+    with pytest.raises(ParameterError, match=r"probes\[0\]"):  # the notebook parameter's own name
+        resolve_runs([{"name": "a", "momentum": 0.9}], {}, SPECS, [0], param="probes")
+
+
+@pytest.mark.parametrize("seeds", [[-1], [0, -2], [True], [0.5], [0, "1"]])
+def test_seeds_are_distinct_integers_from_0(seeds):
+    with pytest.raises(ParameterError, match="'seeds'"):
+        resolve_runs([{"name": "a"}], {"lr": 1.0, "epochs": 1}, SPECS, seeds)
+
+
+def test_data_identity_of_shapes_dtypes_key_order_and_other_objects():
+    from pathlib import Path
+    from types import SimpleNamespace
+    from labkit.data import ImageSet
+    # the same bytes under another shape or dtype are other data
+    assert data_identity(torch.zeros(4, dtype=torch.uint8)) != data_identity(torch.zeros(2, 2, dtype=torch.uint8))
+    assert data_identity(torch.zeros(8, dtype=torch.uint8)) != data_identity(torch.zeros(1, dtype=torch.int64))
+    # JSON parts: key order does not matter, objects JSON does not know go by their text
+    assert data_identity({"a": 1, "b": [2]}) == data_identity({"b": [2], "a": 1})
+    assert data_identity(Path("x.csv")) != data_identity(Path("y.csv"))
+    # without a key, an ImageSet is its pixels and its labels
+    images = torch.zeros(2, 1, 2, 2, dtype=torch.uint8)
+    assert data_identity(ImageSet(images, torch.tensor([0, 1]), ["a", "b"])) != \
+        data_identity(ImageSet(images, torch.tensor([1, 0]), ["a", "b"]))
+    # only a thing with images and labels is taken for an ImageSet
+    assert data_identity(SimpleNamespace(images=1)) == data_identity(SimpleNamespace(images=1))
+
+
+def test_run_keys_fit_the_checkpoint_names_the_cache_command_reads():
+    """``python -m labkit cache`` finds checkpoints by name: <question>-<run>-<16 hex digits>.pt."""
+    from pathlib import Path
+    import numpy as np
+    from labkit.cache import CHECKPOINT
+    key = run_key("q3", {"lr": np.float32(1e-3), "root": Path("/x")}, 0, "data1")  # values JSON does not know
+    assert CHECKPOINT.match(f"q3-adam-{key}.pt") and len(key) == 16
+    assert run_key("q3", {"lr": 1e-3}, 0) == run_key("q3", {"lr": 1e-3}, 0, "")  # no data: an empty identity

@@ -94,5 +94,6 @@ def test_a_full_disk_is_one_clear_error_before_writing(tmp_path, monkeypatch):
 
 
 def test_the_cli_prints_a_full_disk_as_one_line():
+    """The CLI shortens a LabkitError to one line (tests/test_cli.py); a full disk is one."""
     from labkit.errors import LabkitError
-    assert issubclass(DiskSpaceError, LabkitError)  # what the CLI prints as one line
+    assert issubclass(DiskSpaceError, LabkitError)

@@ -129,3 +129,44 @@ def test_falls_back_where_there_is_no_fused_kernel(monkeypatch):
 def test_unknown_name():
     with pytest.raises(ValueError, match=r"^optimizer='rmsprop' is not allowed; allowed: sgd, adam, adamw$"):
         make_optimizer("rmsprop", nn.Linear(2, 2).parameters(), 0.1)
+
+
+def test_the_fallback_keeps_the_learning_rate(monkeypatch):
+    real = torch.optim.SGD
+
+    def sgd(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("no fused kernel here")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "SGD", sgd)
+    (group,) = make_optimizer("sgd", nn.Linear(2, 2).parameters(), 0.0123, momentum=0.5).param_groups
+    assert (group["lr"], group["momentum"]) == (0.0123, 0.5)
+
+
+def test_a_run_without_an_optimizer_setting_is_checked_as_adam():
+    """The questions' default optimizer is Adam: betas pass, momentum is refused naming Adam."""
+    from labkit.params import ParameterError
+    from labkit.training.optim import check_settings
+    assert check_settings("r", {"lr": 1e-3, "betas": (0.8, 0.9)}) == {"lr": 1e-3, "betas": [0.8, 0.9]}
+    with pytest.raises(ParameterError, match="momentum=0.9 does not apply to optimizer='adam'"):
+        check_settings("r", {"lr": 1e-3, "momentum": 0.9})
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"optimizer": "sgd", "lr": 0.02, "momentum": 0.8, "weight_decay": 1e-3},
+     {"lr": 0.02, "momentum": 0.8, "weight_decay": 1e-3}),
+    ({"optimizer": "adamw", "lr": 2e-4, "betas": [0.7, 0.95], "weight_decay": 0.05},
+     {"lr": 2e-4, "betas": (0.7, 0.95), "weight_decay": 0.05}),
+    ({"optimizer": "adam", "lr": 3e-4, "momentum": None, "betas": None, "weight_decay": None},
+     {"lr": 3e-4, "betas": (0.9, 0.999), "weight_decay": 0.0}),
+])
+def test_for_run_builds_what_the_run_settings_ask_for(settings, expected):
+    from labkit.runs import Run
+    from labkit.training.optim import for_run
+    model = model_with_a_frozen_layer()
+    opt = for_run(Run("r", settings, 0), model.parameters())
+    assert type(opt).__name__ == {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}[settings["optimizer"]]
+    (group,) = opt.param_groups
+    assert {k: group[k] for k in expected} == expected
+    assert [id(p) for p in group["params"]] == [id(p) for p in model[2].parameters()]
