@@ -293,3 +293,14 @@ def test_the_mean_interval_of_two_seeds_is_an_interval():
     half = stats.t.ppf(0.975, 1) * np.std([0.1, 0.3], ddof=1) / np.sqrt(2)
     assert (low, high) == pytest.approx((0.2 - half, 0.2 + half)) and half == pytest.approx(1.2706, abs=1e-4)
     assert metrics.mean_interval([0.25]) == (0.25, 0.25)
+
+
+def test_per_class_scores_by_hand():
+    """Recall = right / images of the class; precision = right / predictions of the class; a prediction outside
+    the classes (Q1's `other`, index 2 here) counts against recall and is no class's."""
+    y = np.array([0, 0, 0, 1, 1])
+    pred = np.array([0, 1, 2, 1, 1])
+    table = metrics.per_class_scores(y, pred, ["cat", "dog"])
+    assert list(table.index) == ["cat", "dog"] and table["support"].tolist() == [3, 2]
+    assert table["recall"].tolist() == pytest.approx([1 / 3, 1.0])
+    assert table["precision"].tolist() == pytest.approx([1.0, 2 / 3])
