@@ -27,8 +27,9 @@ def fake_id(tmp_path, uid: int) -> dict:
 
 
 def lab_line(env: dict, *make_args: str) -> str:
-    out = subprocess.run(["make", "-n", "-o", STAMP, "lab", *make_args], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    # --no-print-directory: under `make test` this make is a sub-make, which would print "Entering directory"
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-o", STAMP, "lab", *make_args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
     return " ".join(out.split("\\\n"))  # the recipe's continued line as one
 
 
