@@ -104,7 +104,7 @@ def test_freeze_until_keeps_those_stages_out_of_training(P, data, monkeypatch, f
         else:
             assert p.requires_grad and id(p) in trained_ids, name
     for stage in ("layer3", "layer4", "head"):  # what trains moved
-        prefix = f"head." if stage == "head" else f"backbone.{stage}."
+        prefix = "head." if stage == "head" else f"backbone.{stage}."
         assert any(not torch.equal(after[k], start[k]) for k in after if k.startswith(prefix)
                    and after[k].is_floating_point()), stage
     for stage in frozen:  # frozen batch norms keep their statistics (eval mode while the rest trains)
