@@ -59,6 +59,42 @@ def isolated_root(tmp_path, monkeypatch, shared_standin) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def module_root(tmp_path_factory, shared_standin, request) -> Path:
+    """One throwaway project root for a whole test module (the wiring tests share its decoded smoke data)."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = make_root(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]), shared_standin)
+        mp.setenv("LABKIT_ROOT", str(path))
+        yield path
+
+
+class FitSpy:
+    """A question module's ``fit`` replaced by a call-through that keeps what reached it (the model, the training
+    batches, every keyword: optimizer, validation batches, loss terms, ``accumulate``, checkpoint), the optimizer's
+    param_groups as built, the model's state before training, the first epoch's labels in batch order, and the
+    input shapes the model saw while training."""
+
+    def __init__(self, monkeypatch, module):
+        self.calls = []
+        real = module.fit
+
+        def fit(model, train, **kw):
+            call = {"model": model, "train": train, **kw, "shapes": [],
+                    "groups": [{k: v for k, v in g.items() if k != "params"} for g in kw["optimizer"].param_groups],
+                    "start": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    "labels_epoch0": train.labels[train.indices()].tolist()}
+            hook = model.register_forward_pre_hook(lambda m, args: call["shapes"].append(tuple(args[0].shape))
+                                                   if m.training else None)
+            try:
+                call["history"] = real(model, train, **kw)
+            finally:
+                hook.remove()
+            self.calls.append(call)
+            return call["history"]
+
+        monkeypatch.setattr(module, "fit", fit)
+
+
 @pytest.fixture
 def same_twice(tmp_path, monkeypatch, shared_standin):
     """Same-machine determinism at smoke size: a question's runs trained twice, each time from empty caches

@@ -34,6 +34,7 @@ from labkit.errors import LabkitError
 from labkit.questions.experiments import holm
 from labkit.paths import atomic_write_text
 from labkit.results import same_numbers
+from labkit.text import percent
 
 # Notebook parameters that say where or how a notebook ran, not what it computed.
 NOT_SETTINGS = {"profile", "output_dir", "data_dir", "device", "keep_checkpoints"}
@@ -268,7 +269,7 @@ def table(result: dict) -> pd.DataFrame:
 
 
 def _pct(v) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+    return percent(v, 2, sign=False)
 
 
 def _points(v) -> str:

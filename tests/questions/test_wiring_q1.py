@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import make_root, tiny_resnet
+from conftest import FitSpy, tiny_resnet
 from labkit.questions import q1_transfer as q1
 from labkit.training import standin
 from labkit.data import Batches
@@ -17,21 +17,13 @@ from labkit.questions.registry import default_parameters
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory, shared_standin):
-    with pytest.MonkeyPatch.context() as mp:
-        path = make_root(tmp_path_factory.mktemp("wiring-q1"), shared_standin)
-        mp.setenv("LABKIT_ROOT", str(path))
-        yield path
-
-
 @pytest.fixture(autouse=True)
 def tiny_backbone(monkeypatch):
     monkeypatch.setattr(q1, "resnet", lambda arch, weights: tiny_resnet(num_classes=len(standin.source_classes())))
 
 
 @pytest.fixture(scope="module")
-def P(root):
+def P(module_root):
     return q1.parameters(default_parameters("q1", "smoke"))
 
 
@@ -40,29 +32,8 @@ def data(P):
     return q1.load_data(P)
 
 
-class FitSpy:
-    def __init__(self, monkeypatch):
-        self.calls = []
-        real = q1.fit
-
-        def fit(model, train, **kw):
-            call = {"model": model, "train": train, **kw, "shapes": [],
-                    "groups": [{k: v for k, v in g.items() if k != "params"} for g in kw["optimizer"].param_groups],
-                    "start": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-            hook = model.register_forward_pre_hook(lambda m, args: call["shapes"].append(tuple(args[0].shape))
-                                                   if m.training else None)
-            try:
-                call["history"] = real(model, train, **kw)
-            finally:
-                hook.remove()
-            self.calls.append(call)
-            return call["history"]
-
-        monkeypatch.setattr(q1, "fit", fit)
-
-
 def finetune(P, data, monkeypatch, keep="none", seeds=(0,), P_over=None, **run):
-    spy = FitSpy(monkeypatch)
+    spy = FitSpy(monkeypatch, q1)
     planned = q1.plan({**P, **(P_over or {}), "seeds": list(seeds), "runs": [{"name": "finetune", **run}]})
     outcomes = [q1.train_and_test(r, data, CPU, keep_checkpoints=keep) for r in planned["finetune"]["finetune"]]
     return (outcomes[0], spy.calls[0]) if len(seeds) == 1 else (outcomes, spy.calls)

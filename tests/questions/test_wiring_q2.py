@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_root, tiny_resnet
+from conftest import FitSpy, tiny_resnet
 from labkit.questions import q2_losses as q2
 from labkit.data import Batches
 from labkit.training.losses import ModelOutput, triplet_term
@@ -18,21 +18,13 @@ from labkit.questions.registry import default_parameters
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory, shared_standin):
-    with pytest.MonkeyPatch.context() as mp:
-        path = make_root(tmp_path_factory.mktemp("wiring-q2"), shared_standin)
-        mp.setenv("LABKIT_ROOT", str(path))
-        yield path
-
-
 @pytest.fixture(autouse=True)
 def tiny_backbone(monkeypatch):
     monkeypatch.setattr(q2, "resnet", tiny_resnet)
 
 
 @pytest.fixture(scope="module")
-def P(root):
+def P(module_root):
     return q2.parameters(default_parameters("q2", "smoke"))
 
 
@@ -45,32 +37,8 @@ def data(P):
     return load(P)
 
 
-class FitSpy:
-    """q2.fit replaced by a call-through that keeps what reached it, the optimizer's param_groups as built, the
-    first epoch's labels in batch order, and the input shapes the model saw while training."""
-
-    def __init__(self, monkeypatch):
-        self.calls = []
-        real = q2.fit
-
-        def fit(model, train, **kw):
-            call = {"model": model, "train": train, **kw, "shapes": [],
-                    "groups": [{k: v for k, v in g.items() if k != "params"} for g in kw["optimizer"].param_groups],
-                    "labels_epoch0": train.labels[train.indices()].tolist()}
-            hook = model.register_forward_pre_hook(lambda m, args: call["shapes"].append(tuple(args[0].shape))
-                                                   if m.training else None)
-            try:
-                call["history"] = real(model, train, **kw)
-            finally:
-                hook.remove()
-            self.calls.append(call)
-            return call["history"]
-
-        monkeypatch.setattr(q2, "fit", fit)
-
-
 def train(P, data, monkeypatch, keep="none", seeds=(0,), **run):
-    spy = FitSpy(monkeypatch)
+    spy = FitSpy(monkeypatch, q2)
     planned = q2.plan({**P, "seeds": list(seeds), "runs": [{"name": "r", **run}]})
     outcomes = [q2.train_and_test(r, data, CPU, keep_checkpoints=keep) for r in planned["losses"]["r"]]
     return (outcomes[0], spy.calls[0]) if len(seeds) == 1 else (outcomes, spy.calls)

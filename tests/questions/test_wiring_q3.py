@@ -3,11 +3,10 @@ and observed where it acts — the optimizer's param_groups, the batches, the up
 the gradient-flow rows, the checkpoint — at smoke size (a few dozen 16-pixel images, a small CNN, 1-2 epochs)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import make_root
+from conftest import FitSpy
 from labkit.questions import q3_optimizers as q3
 from labkit.data import Batches
 from labkit.questions.registry import default_parameters
@@ -17,15 +16,7 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, shared_standin):
-    with pytest.MonkeyPatch.context() as mp:
-        path = make_root(tmp_path_factory.mktemp("wiring-q3"), shared_standin)
-        mp.setenv("LABKIT_ROOT", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def P(root):
+def P(module_root):
     return q3.parameters(default_parameters("q3", "smoke"))
 
 
@@ -38,34 +29,9 @@ def splits(P):
     return load(P)
 
 
-class FitSpy:
-    """q3.fit replaced by a call-through that keeps what reached it: the model, the training and validation
-    batches, the optimizer (its param_groups as built), ``accumulate``, the checkpoint, and the input shapes the
-    model saw while training."""
-
-    def __init__(self, monkeypatch):
-        self.calls = []
-        real = q3.fit
-
-        def fit(model, train, **kw):
-            call = {"model": model, "train": train, **kw, "shapes": [],
-                    "groups": [{k: v for k, v in g.items() if k != "params"} for g in kw["optimizer"].param_groups],
-                    "labels_epoch0": train.labels[train.indices()].tolist()}
-            hook = model.register_forward_pre_hook(lambda m, args: call["shapes"].append(tuple(args[0].shape))
-                                                   if m.training else None)
-            try:
-                call["history"] = real(model, train, **kw)
-            finally:
-                hook.remove()
-            self.calls.append(call)
-            return call["history"]
-
-        monkeypatch.setattr(q3, "fit", fit)
-
-
 def train(P, splits, monkeypatch, keep="none", seeds=(0,), **run):
     """One run named "r" with these settings over the smoke profile's, trained through the spy."""
-    spy = FitSpy(monkeypatch)
+    spy = FitSpy(monkeypatch, q3)
     planned = q3.plan({**P, "seeds": list(seeds), "runs_optimizers": [{"name": "r", **run}], "runs_batch_sizes": [],
                        "runs_order": [], "runs_betas": []})
     outcomes = [q3.train_and_test(r, splits, CPU, keep_checkpoints=keep) for r in planned["optimizers"]["r"]]
