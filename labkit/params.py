@@ -11,7 +11,7 @@ from labkit.paths import default_output_dir
 
 __all__ = ["ParameterError", "Spec", "validate", "from_notebook", "validate_runs", "unknown_parameters"]
 
-PROFILES = ("demo", "full", "smoke")
+PROFILES = ("demo", "cpu", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
 # What a completed run leaves in data/cache/checkpoints (see labkit.training.checkpoints).
 KEEP_CHECKPOINTS = ("final", "none", "all")
@@ -61,6 +61,12 @@ class Spec:
         if self.min is not None and value < self.min or self.max is not None and value > self.max:
             raise ParameterError(f"parameter {name!r} = {value!r} is out of range; allowed: {self.allowed()}")
         return value
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# A run setting of every notebook: the arithmetic its network trains and tests in (labkit.device.resolve_precision)
+PRECISION = Spec(str, PRECISIONS, note="(auto: bf16 autocast where this machine computes it natively and faster, "
+                                       "fp32 elsewhere)")
 
 
 def weights_spec() -> Spec:

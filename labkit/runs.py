@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from labkit.device import resolve_precision
 from labkit.params import ParameterError, Spec, validate_runs
 from labkit.paths import cache_dir, code_fingerprint
 
@@ -53,6 +54,13 @@ def resolve_runs(runs: list, defaults: dict, specs: dict[str, Spec], seeds: list
             settings = check(run["name"], settings)
         out[run["name"]] = [Run(run["name"], settings, seed) for seed in seeds]
     return out
+
+
+def with_precision(run: Run, device: torch.device, model: str, image_size: int) -> Run:
+    """The run with its ``precision`` resolved on ``device`` ("auto" becomes "fp32" or "bf16"): what it trains
+    in, what its checkpoint key holds and what metrics.json records. A run made without one (by hand) is "auto"."""
+    resolved = resolve_precision(run.settings.get("precision", "auto"), device, model, image_size, run["batch_size"])
+    return Run(run.name, {**run.settings, "precision": resolved}, run.seed)
 
 
 def check_seeds(seeds) -> list[int]:

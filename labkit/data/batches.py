@@ -59,6 +59,18 @@ def stratified_split(labels, test_fraction: float, seed: int = 0,
     return np.sort(train), np.sort(held)
 
 
+def per_class_subset(labels, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` images of each class, drawn without replacement with ``seed``
+    (a class with fewer keeps all of its own); ``None`` keeps everything. A smaller training set with the
+    classes still balanced as in the full one."""
+    labels = np.asarray(labels)
+    if per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen)) if chosen else np.arange(0)
+
+
 @dataclass
 class Batches:
     """An iterable of ``(images, labels)`` batches, ready for the model.

@@ -58,7 +58,7 @@ class Setting:
     augment: bool = False
     freeze_until: str = "none"
     optimizer: str = "adam"
-    fp32: bool = False  # an inference pass kept in full precision (Q1's feature pass; training uses bf16 on CUDA)
+    precision: str = "auto"  # as asked ("auto", "fp32", "bf16"); resolved per device when timed (Q1's features: fp32)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,8 @@ class Question(Protocol):
         """This run's figures as sentences for the notebook's conclusion."""
 
     def passes(self, P: dict, sizes: dict | None = None) -> list[Pass]:
-        """The passes over images the plan makes, at the real datasets' sizes (or ``sizes``): the forecast's
-        input."""
+        """The passes over images the plan makes, at the sizes of the data it names (the real datasets' or the
+        generated ones'), or ``sizes``: the forecast's input."""
 
 
 def held_out(n: int, fraction: float) -> int:

@@ -15,7 +15,7 @@ from sklearn.svm import SVC
 
 from labkit import metrics
 from labkit.training import standin
-from labkit.data import Batches, STL10_CLASSES, load_stl10, stratified_split
+from labkit.data import Batches, STL10_CLASSES, load_stl10, per_class_subset, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
 from labkit.questions.contract import Data, Pass, Setting, distinct, evaluation, held_out
@@ -23,9 +23,9 @@ from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.questions.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
 from labkit.training import optim
-from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
+from labkit.params import NAMED_WEIGHTS, PRECISION, STANDINS, ParameterError, Spec, from_notebook
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, real_data_dir, touch
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, with_precision
 from labkit.training.loop import fit, predict
 
 # What a run may set; anything it does not set comes from the notebook's parameter of the same name.
@@ -41,12 +41,14 @@ RUN_SPECS = {
     "epochs": Spec(int, min=1),
     "augment": Spec(bool),
     "val_fraction": Spec(float, min=0.0, max=0.99, note="0: no validation split"),
+    "precision": PRECISION,
 }
 PARAM_SPECS = {
     "weights": Spec(str, note="'standin', 'standin-smoke', 'imagenet' or the path of a ResNet state-dict file"),
     "arch": Spec(str, ("resnet50", "resnet18")),
     "synthetic_train_per_class": Spec(int, min=2),
     "synthetic_test_per_class": Spec(int, min=1),
+    "train_per_class": Spec(int, min=2, optional=True, note="None: every training image"),
     **{k: v for k, v in RUN_SPECS.items() if k not in ("lr", "batch_size", "epochs", "val_fraction")},
     "runs": Spec(list, note="names: svm, zero_shot, zero_shot_restricted, finetune"),
 }
@@ -57,7 +59,7 @@ METHODS = {
     "zero_shot": BACKBONE,
     "zero_shot_restricted": BACKBONE,
     "finetune": BACKBONE + ["freeze_until", "hidden_units", "dropout", *optim.SETTINGS, "batch_size", "epochs",
-                            "augment", "val_fraction"],
+                            "augment", "val_fraction", "precision"],
 }
 DETERMINISTIC = ("svm", "zero_shot", "zero_shot_restricted")  # no training seed: one run whatever `seeds` holds
 OTHER = "other"
@@ -68,7 +70,7 @@ TITLE = "STL-10 transfer learning"
 # The notebook's parts and the methods (run names) each holds.
 PARTS = {"svm": ("svm",), "zero_shot": ("zero_shot", "zero_shot_restricted"), "finetune": ("finetune",)}
 # The real dataset's sizes (what `make data` fetches), for the forecast.
-REAL_SIZES = {"train": 5_000, "test": 8_000, "stored_size": 96}
+REAL_SIZES = {"train": 5_000, "test": 8_000, "stored_size": 96, "classes": 10}
 
 
 def parameters(namespace: dict) -> dict:
@@ -110,6 +112,8 @@ def load_data(P: dict) -> Data:
     else:
         root = Path(P["data_dir"]) if P["data_dir"] else real_data_dir("stl10")
     train, test = load_stl10(root, "train"), load_stl10(root, "test")
+    # a training subset (the cpu profile's) serves the SVM and fine-tuning alike; the test set is never reduced
+    train = train.subset(per_class_subset(train.labels.numpy(), P["train_per_class"], P["seed"]))
     key = data_identity(train, test, P["seed"])
     return Data(train, train.subset([]), test, str(root), key, split_seed=P["seed"])
 
@@ -159,7 +163,7 @@ def extract(model: torch.nn.Module, images: torch.Tensor, *, image_size: int, de
     try:
         out = predict(model, Batches(images, torch.zeros(len(images), dtype=torch.long), batch_size,
                                      order="sequential", image_size=image_size, device=device,
-                                     channels_last=True), device, mixed_precision=False)
+                                     channels_last=True), device, precision="fp32")
     finally:
         hook.remove()
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
@@ -218,6 +222,7 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     y_test = data.test.labels.numpy()
     method = run["method"]
     if method == "finetune":
+        run = with_precision(run, device, run["arch"], run["image_size"])
         history, test = finetune(run, data, device, keep_checkpoints)
         pred = test["predictions"].numpy()
         ok = history.status == "ok"
@@ -263,26 +268,30 @@ def finetune(run: Run, data: Data, device: torch.device, keep_checkpoints: str =
                   epochs=run["epochs"], optimizer=opt,
                   val=Batches(va.images, va.labels, 128, order="sequential", **common) if len(va) else None,
                   checkpoint=checkpoint_path("q1", run, data.key), keep_checkpoints=keep_checkpoints, device=device,
-                  desc="fine-tune",
-                  channels_last=True)
-    test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device)
+                  desc="fine-tune", channels_last=True, precision=run["precision"])
+    test = predict(model, Batches(data.test.images, data.test.labels, 128, order="sequential", **common), device,
+                   run["precision"])
     return history, test
 
 
 def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
     """One feature pass over the training and test images (shared by the SVM and the zero-shot rules), and each
     fine-tuning seed's training epochs, validation and test."""
-    sizes = sizes or REAL_SIZES
+    sizes = sizes or (REAL_SIZES if P["data_source"] == "real" else {
+        "train": 10 * P["synthetic_train_per_class"], "test": 10 * P["synthetic_test_per_class"], "stored_size": 96,
+        "classes": 10})
     plan_ = plan(P)
     n_train, n_test, stored = sizes["train"], sizes["test"], sizes["stored_size"]
+    if P["train_per_class"] is not None:
+        n_train = min(n_train, P["train_per_class"] * sizes["classes"])
     out = []
     if plan_["svm"] or plan_["zero_shot"]:
-        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False, fp32=True)
+        features = Setting(P["arch"], stored, P["image_size"], 128, 1000, train=False, precision="fp32")
         out.append(Pass("q1", "feature pass (train + test)", features, n_train + n_test))
     for run in distinct(plan_["finetune"].get("finetune", [])):
         val = held_out(n_train, run["val_fraction"])
         s = Setting(run["arch"], stored, run["image_size"], run["batch_size"], OTHER_INDEX, True, run["augment"],
-                    run["freeze_until"], run["optimizer"])
+                    run["freeze_until"], run["optimizer"], run["precision"])
         out += [Pass("q1", f"finetune seed {run.seed}: training", s, (n_train - val) * run["epochs"]),
                 Pass("q1", f"finetune seed {run.seed}: validation", evaluation(s, 128), val * run["epochs"]),
                 Pass("q1", f"finetune seed {run.seed}: test", evaluation(s, 128), n_test)]

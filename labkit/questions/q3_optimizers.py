@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labkit.data import Batches, load_dogs_vs_cats, stratified_split
+from labkit.data import Batches, load_dogs_vs_cats, per_class_subset, stratified_split
 from labkit.data.synthetic import ensure_synthetic
 from labkit.device import seed_everything
 from labkit.questions.contract import Data, Pass, Setting, all_runs, distinct, evaluation, held_out
@@ -16,10 +16,10 @@ from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.training.gradflow import GradientFlow
 from labkit.models import SmallCNN
 from labkit.training import optim
-from labkit.params import Spec, from_notebook
+from labkit.params import PRECISION, Spec, from_notebook
 from labkit.paths import real_data_dir
 from labkit.questions.reference import ORIGINAL_TEST_IMAGES, reference_accuracy
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, with_precision
 from labkit.text import is_number, percent, status_text
 from labkit.training.loop import fit, predict
 
@@ -31,11 +31,14 @@ RUN_SPECS = {
     "batch_size": Spec(int, min=1),
     "epochs": Spec(int, min=1),
     "order": Spec(str, ORDERS, note="(full_batch: one update per epoch, gradients accumulated over batches)"),
+    "precision": PRECISION,
 }
 PARAM_SPECS = {
     "synthetic_per_class": Spec(int, min=4),
     "test_fraction": Spec(float, min=0.01, max=0.99),
+    "train_per_class": Spec(int, min=2, optional=True, note="None: every training image"),
     "gradient_flow_every": Spec(int, min=1),
+    "precision": PRECISION,
     **{k: optim.SPECS[k] for k in ("optimizer", "momentum", "betas", "weight_decay")},
     **{f"runs_{part}": Spec(list) for part in PARTS},
 }
@@ -60,7 +63,7 @@ def architecture(P: dict) -> str:
 def plan(P: dict) -> dict[str, dict[str, list[Run]]]:
     """Every part's runs, resolved: part -> run name -> one Run per training seed."""
     defaults = {**RUN_DEFAULTS, **{k: P[k] for k in optim.SETTINGS}, "batch_size": P["batch_size"],
-                "epochs": P["epochs"], "gradient_flow_every": P["gradient_flow_every"]}
+                "epochs": P["epochs"], "gradient_flow_every": P["gradient_flow_every"], "precision": P["precision"]}
     return {part: resolve_runs(P[f"runs_{part}"], defaults, RUN_SPECS, P["seeds"], f"runs_{part}",
                                check=optim.check_settings) for part in PARTS}
 
@@ -80,6 +83,8 @@ def load_data(P: dict) -> Data:
     train_val, test = stratified_split(data.labels.numpy(), P["test_fraction"], seed, "test_fraction")
     tr, va = stratified_split(data.labels[train_val].numpy(), P["val_fraction"], seed, "val_fraction")
     train, val = train_val[tr], train_val[va]
+    # a training subset (the cpu profile's) after test and validation are carved; the test set is never reduced
+    train = train[per_class_subset(data.labels[train].numpy(), P["train_per_class"], seed)]
     key = data_identity(data, train.tolist(), val.tolist(), test.tolist())
     return Data(data.subset(train), data.subset(val), data.subset(test), str(root), key, split_seed=seed)
 
@@ -87,6 +92,7 @@ def load_data(P: dict) -> Data:
 def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints: str = "final") -> Outcome:
     """Train one run from scratch on the training split, curves on validation, the test split once.
     ``keep_checkpoints`` (the notebook's parameter) goes beside the run, not into it: it never changes a key."""
+    run = with_precision(run, device, "smallcnn", data.train.images.shape[-1])
     seed_everything(run.seed)
     # channels-last: about 20 % faster convolutions for this CNN on the CPU as well as on GPUs
     model = SmallCNN(num_classes=2).to(device, memory_format=torch.channels_last)
@@ -94,15 +100,15 @@ def train_and_test(run: Run, data: Data, device: torch.device, keep_checkpoints:
     order = "class_sorted" if run["order"] == "class_sorted" else "shuffle"
     train = Batches(data.train.images, data.train.labels, run["batch_size"], order=order, augment=False,
                     device=device, seed=run.seed, channels_last=True)
-    val = Batches(data.val.images, data.val.labels, 256, order="sequential", device=device) if len(data.val) else None
-    test = Batches(data.test.images, data.test.labels, 256, order="sequential", device=device)
+    val = Batches(data.val.images, data.val.labels, 256, order="sequential", device=device,
+                  channels_last=True) if len(data.val) else None
+    test = Batches(data.test.images, data.test.labels, 256, order="sequential", device=device, channels_last=True)
     flow = GradientFlow(model, every=run["gradient_flow_every"])
     history = fit(model, train, epochs=run["epochs"], optimizer=opt, val=val,
                   accumulate="epoch" if run["order"] == "full_batch" else 1, gradient_flow=flow,
                   checkpoint=checkpoint_path("q3", run, data.key), keep_checkpoints=keep_checkpoints,
-                  device=device, desc=run.name,
-                  channels_last=True)
-    p = predict(model, test, device)
+                  device=device, desc=run.name, channels_last=True, precision=run["precision"])
+    p = predict(model, test, device, run["precision"])
     return Outcome(run.name, run.settings, run.seed, history, p["labels"].numpy(), p["predictions"].numpy(),
                    artifacts={"gradient_flow": flow.summary()}, cost=history.cost(),
                    confidence=p["confidence"].numpy())
@@ -160,14 +166,16 @@ def best_run(table, names) -> str | None:
 
 def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
     """Each run's and seed's training epochs, validation after each epoch, and the test split once."""
-    n = (sizes or REAL_SIZES)["images"]
+    n = (sizes or (REAL_SIZES if P["data_source"] == "real" else {"images": 2 * P["synthetic_per_class"]}))["images"]
     test = held_out(n, P["test_fraction"])
     val = held_out(n - test, P["val_fraction"])
     train = n - test - val
+    if P["train_per_class"] is not None:
+        train = min(train, 2 * P["train_per_class"])
     out = []
     for run in distinct(all_runs(plan(P))):
         s = Setting("smallcnn", P["image_size"], P["image_size"], run["batch_size"], 2, True,
-                    optimizer=run["optimizer"])
+                    optimizer=run["optimizer"], precision=run["precision"])
         label = f"{run.name} seed {run.seed}"
         out += [Pass("q3", f"{label}: training", s, train * run["epochs"]),
                 Pass("q3", f"{label}: validation", evaluation(s, 256), val * run["epochs"]),

@@ -64,14 +64,14 @@ class History:
 
 @torch.no_grad()
 def predict(model: nn.Module, batches: Iterable, device: torch.device | None = None,
-            mixed_precision: bool = True) -> dict:
+            precision: str = "fp32") -> dict:
     """Logits, labels, predictions, the predicted class's probability and (when the model gives them)
-    embeddings for every batch, on the CPU.
-    ``mixed_precision=False`` keeps fp32 on CUDA too (decisions that hinge on near-ties among many logits)."""
+    embeddings for every batch, on the CPU, in ``precision`` ("fp32" or "bf16" autocast; a run tests in the
+    precision it trained in)."""
     device = device or next(model.parameters()).device
     model.eval()
     logits, labels, embeddings = [], [], []
-    with autocast(device, enabled=mixed_precision):
+    with autocast(device, precision):
         for x, y in batches:
             out = as_output(model(x))
             logits.append(out.logits.float().cpu())
@@ -86,9 +86,10 @@ def predict(model: nn.Module, batches: Iterable, device: torch.device | None = N
             "embeddings": torch.cat(embeddings) if embeddings else None}
 
 
-def evaluate(model: nn.Module, batches: Iterable, device: torch.device | None = None) -> dict:
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device | None = None,
+             precision: str = "fp32") -> dict:
     """Mean cross-entropy and accuracy over ``batches``."""
-    p = predict(model, batches, device)
+    p = predict(model, batches, device, precision)
     if not len(p["labels"]):
         return {"loss": float("nan"), "accuracy": float("nan")}
     return {"loss": F.cross_entropy(p["logits"], p["labels"]).item(),
@@ -113,7 +114,8 @@ def _group_weights(sizes: list[int], k: int) -> list[float]:
 
 def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer, loss_terms: list[LossTerm],
                     *, epoch: int, history: History, device: torch.device, accumulate=1,
-                    gradient_flow: GradientFlow | None = None, on_update=None, progress=None) -> dict:
+                    gradient_flow: GradientFlow | None = None, on_update=None, progress=None,
+                    precision: str = "fp32") -> dict:
     """One pass over ``batches``; returns the epoch's mean training loss and accuracy.
 
     ``accumulate`` > 1 sums gradients over that many batches per optimizer step;
@@ -137,7 +139,7 @@ def train_one_epoch(model: nn.Module, batches, optimizer: torch.optim.Optimizer,
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):
-        with autocast(device):
+        with autocast(device, precision):
             out = as_output(model(x))
             loss = sum(t.weight * t.fn(out, y) for t in loss_terms if t.weight)
         (loss * share[i]).backward()
@@ -205,7 +207,7 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
         loss_terms: list[LossTerm] | None = None, val=None, accumulate=1, checkpoint: Path | None = None,
         keep_checkpoints: str = "final", gradient_flow: GradientFlow | None = None, on_update=None,
         device: torch.device | None = None, progress: bool = True, desc: str = "train",
-        channels_last: bool | None = None) -> History:
+        channels_last: bool | None = None, precision: str = "fp32") -> History:
     """Train ``model`` for ``epochs`` epochs over ``train`` (a :class:`labkit.data.Batches`).
 
     After each epoch: the validation split (if any) is evaluated, and the model,
@@ -219,7 +221,8 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
     starting the same run waits and then reuses the result) and, on the CPU, its fair share of the cores
     (:mod:`labkit.training.sharing`).
     ``channels_last`` (default: on CUDA) converts the model's memory format; the batches
-    should then be channels-last too (``Batches(channels_last=True)``).
+    should then be channels-last too (``Batches(channels_last=True)``). ``precision``: "fp32", or "bf16" for
+    bf16 autocast of the forward pass and the loss (:func:`labkit.device.resolve_precision` picks it).
     """
     device = device or next(model.parameters()).device
     if device.type == "cpu":
@@ -234,7 +237,7 @@ def fit(model: nn.Module, train, *, epochs: int, optimizer: torch.optim.Optimize
         model.to(memory_format=torch.channels_last)
     run = dict(model=model, train=train, epochs=epochs, optimizer=optimizer, loss_terms=loss_terms, val=val,
                accumulate=accumulate, gradient_flow=gradient_flow, on_update=on_update, device=device,
-               progress=progress, desc=desc)
+               progress=progress, desc=desc, precision=precision)
     if checkpoint is None:
         return _train(History(), 0, None, None, **run)
     path = Path(checkpoint)
@@ -274,7 +277,7 @@ def _saver(path: Path, keep: str, model, optimizer, loss_terms, gradient_flow):
 
 
 def _train(history: History, start: int, threads: int | None, save, *, model, train, epochs, optimizer,
-           loss_terms, val, accumulate, gradient_flow, on_update, device, progress, desc) -> History:
+           loss_terms, val, accumulate, gradient_flow, on_update, device, progress, desc, precision) -> History:
     """Epochs ``start``..``epochs - 1``, with ``save(epoch, history)`` after each completed one; on the CPU
     with the run's fair share of threads, or ``threads`` (a resumed run's own)."""
     with cpu_threads(device, threads) as threads:
@@ -286,7 +289,7 @@ def _train(history: History, start: int, threads: int | None, save, *, model, tr
                 try:
                     stats = train_one_epoch(model, train, optimizer, loss_terms, epoch=epoch, history=history,
                                             device=device, accumulate=accumulate, gradient_flow=gradient_flow,
-                                            on_update=on_update, progress=bar)
+                                            on_update=on_update, progress=bar, precision=precision)
                 except Diverged as err:
                     history.status, history.message = "diverged", str(err)
                     history.seconds = time.perf_counter() - t0
@@ -294,7 +297,7 @@ def _train(history: History, start: int, threads: int | None, save, *, model, tr
                 history.images += stats.pop("images")
                 row = {"epoch": epoch + 1, **stats}
                 if val is not None:
-                    v = evaluate(model, val, device)
+                    v = evaluate(model, val, device, precision)
                     row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
                 history.seconds = time.perf_counter() - t0
                 row["seconds"] = history.seconds

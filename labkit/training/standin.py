@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,13 @@ def source_to_stl10() -> dict[int, int]:
             for v in range(VARIANTS)}
 
 
+def weights_path(arch: str, kind: str) -> Path:
+    """Where the stand-in is cached; the key holds the code fingerprint too: a change to the renderer or the
+    training loop retrains the stand-in."""
+    key = f"{arch}-{kind}-" + "-".join(f"{k}{v}" for k, v in SETTINGS[kind].items()) + f"-{code_fingerprint()}"
+    return cache_dir("standin") / f"{key}.pt"
+
+
 def standin_weights(arch: str, kind: str = "standin", progress: bool = False, train: bool = True) -> dict:
     """``{"state_dict", "classes", "settings", "report"}`` of the stand-in ``arch``, trained once and cached
     (with ``train=False`` only read: a missing one is an error). ``report``: the source task, the pre-training
@@ -67,9 +75,7 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False, tr
     if kind not in SETTINGS:
         raise ValueError(f"stand-in kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
     s = SETTINGS[kind]
-    # the code fingerprint too: a change to the renderer or the training loop retrains the stand-in
-    key = f"{arch}-{kind}-" + "-".join(f"{k}{v}" for k, v in s.items()) + f"-{code_fingerprint()}"
-    path = cache_dir("standin") / f"{key}.pt"
+    path = weights_path(arch, kind)
     if path.exists():
         return torch.load(path, map_location="cpu", weights_only=True)
     if not train:

@@ -75,12 +75,12 @@ def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
     for fp32 on every device."""
     asked = []
     real = q1.predict
-    monkeypatch.setattr(q1, "predict", lambda *a, **kw: asked.append(kw.get("mixed_precision")) or real(*a, **kw))
+    monkeypatch.setattr(q1, "predict", lambda *a, **kw: asked.append(kw.get("precision")) or real(*a, **kw))
     data = q1.load_data(resolved_parameters("q1", synthetic_train_per_class=2, synthetic_test_per_class=1))
     model, _, _ = q1.source_model("resnet18", "standin-smoke")
     q1.extract(model, data.test.images, image_size=32, device=torch.device("cpu"), weights="standin-smoke",
                arch="resnet18")
-    assert asked == [False]
+    assert asked == ["fp32"]
 
 
 def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):

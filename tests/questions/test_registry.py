@@ -72,7 +72,7 @@ def test_load_params_missing_and_empty_files(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as missing:
         registry.load_params("demo", "q1")
     assert str(missing.value) == (f"no parameter file {tmp_path.resolve() / 'notebooks/params/demo/q1.yaml'}; "
-                                  f"profiles: demo, full, smoke")
+                                  f"profiles: demo, cpu, full, smoke")
     (tmp_path / "notebooks" / "params" / "demo").mkdir(parents=True)
     (tmp_path / "notebooks" / "params" / "demo" / "q1.yaml").write_text("# only a comment\n")
     assert registry.load_params("demo", "q1") == {}

@@ -153,3 +153,22 @@ def test_svm_settings_reach_the_svm(P, data, monkeypatch, layer, kernel, c):
     assert shape == (len(data.train), dim) and out.artifacts["dim"] == dim
     base = svm[-1].estimator
     assert (base.kernel, base.C) == (kernel, c)
+
+
+def test_precision_reaches_fine_tuning_but_never_the_feature_pass(P, data, monkeypatch):
+    asked = []
+    real = q1.predict
+    monkeypatch.setattr(q1, "predict", lambda *a, **k: asked.append(k.get("precision", a[3] if len(a) > 3 else None))
+                        or real(*a, **k))
+    out, call = finetune(P, data, monkeypatch, P_over={"precision": "bf16"})
+    assert call["precision"] == out.settings["precision"] == "bf16" and asked == ["bf16"]
+    asked.clear()
+    svm = q1.plan({**P, "precision": "bf16", "runs": [{"name": "svm"}]})["svm"]["svm"][0]
+    q1.train_and_test(svm, data, CPU)
+    assert asked and set(asked) == {"fp32"} and "precision" not in svm.settings  # not in the SVM's key either
+
+
+def test_train_per_class_serves_the_svm_and_fine_tuning_and_keeps_every_test_image(P, data):
+    fewer = q1.load_data({**P, "train_per_class": 2})
+    assert torch.bincount(fewer.train.labels).tolist() == [2] * 10
+    assert fewer.test.labels.tolist() == data.test.labels.tolist()

@@ -150,3 +150,18 @@ def test_each_training_seed_trains_from_scratch_with_its_own_checkpoint(P, data,
     assert [o.history.resumed_from_epoch for o in outs] == [0, 0]
     assert all(o.cost["updates"] == math.ceil(len(data.train) / 8) for o in outs)
     assert [u["loss"] for u in outs[0].history.updates] != [u["loss"] for u in outs[1].history.updates]
+
+
+def test_precision_reaches_fit_predict_and_the_channels_layout(P, data, monkeypatch):
+    """bf16 trains channels-last (faster there), fp32 on the CPU not (slower there); both recorded."""
+    for precision, channels_last in (("bf16", True), ("fp32", False)):
+        out, call = train({**P, "precision": precision}, data, monkeypatch, loss="ce", batch_size=8)
+        assert call["precision"] == out.settings["precision"] == precision
+        assert call["channels_last"] is channels_last and call["train"].channels_last is channels_last
+
+
+def test_train_per_class_keeps_that_many_training_images_and_every_test_image(P, data):
+    fewer = load(P, train_per_class=3)
+    assert fewer.test.labels.tolist() == data.test.labels.tolist()
+    assert torch.bincount(fewer.train.labels).tolist() == [3] * P["num_classes"]
+    assert len(fewer.val) == len(data.val)  # the validation share is carved first, from every image

@@ -144,3 +144,34 @@ def test_each_training_seed_trains_from_scratch_with_its_own_checkpoint(P, split
     first, second = (c["model"].state_dict() for c in calls)
     assert any(not torch.equal(first[k], second[k]) for k in first if first[k].is_floating_point())
     assert [u["loss"] for u in outs[0].history.updates] != [u["loss"] for u in outs[1].history.updates]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_precision_reaches_fit_predict_the_key_and_the_record(P, splits, monkeypatch, precision):
+    """An explicit precision trains and tests in it, is recorded with the run's settings, and keys the checkpoint
+    (a bf16 run never resumes an fp32 one)."""
+    asked = []
+    real_predict = q3.predict
+    monkeypatch.setattr(q3, "predict", lambda *a, **k: asked.append(a[3]) or real_predict(*a, **k))
+    out, call = train({**P, "precision": precision}, splits, monkeypatch, keep="final", batch_size=8)
+    assert call["precision"] == precision and asked == [precision] and out.settings["precision"] == precision
+    other = "fp32" if precision == "bf16" else "bf16"
+    _, call_other = train({**P, "precision": other}, splits, monkeypatch, keep="final", batch_size=8)
+    assert call["checkpoint"] != call_other["checkpoint"]
+
+
+def test_auto_precision_is_resolved_before_the_key(P, splits, monkeypatch):
+    from labkit import device
+    monkeypatch.setattr(device, "native_bf16_cpu", lambda: True)
+    out, call = train({**P, "precision": "auto"}, splits, monkeypatch, batch_size=8)
+    assert out.settings["precision"] == call["precision"] == "bf16"  # the small CNN at batch >= 4
+    out, call = train({**P, "precision": "auto"}, splits, monkeypatch, batch_size=1, epochs=1)
+    assert out.settings["precision"] == call["precision"] == "fp32"  # batch-1 SGD: fp32 was faster
+
+
+def test_train_per_class_keeps_that_many_training_images_and_every_test_image(P, splits):
+    fewer = load(P, train_per_class=5)
+    assert fewer.test.labels.tolist() == splits.test.labels.tolist()  # the test set is never reduced
+    assert torch.bincount(fewer.train.labels).tolist() == [5, 5]
+    assert set(fewer.train.image_ids()) <= set(splits.train.image_ids())  # drawn from the same training split
+    assert fewer.key != splits.key

@@ -192,3 +192,22 @@ def test_keep_checkpoints_none_and_all(folder):
     assert hist.resumed_from_epoch == 2 and not (folder / "run.pt").exists()
     with pytest.raises(ValueError, match="keep_checkpoints='some' is not allowed; allowed: 'final', 'none', 'all'"):
         _fit_kept(folder, "some")
+
+
+def test_precision_reaches_the_forward_pass_of_training_validation_and_predict():
+    """bf16 asked: every forward pass (training steps, the validation after each epoch, predict) computes in
+    bfloat16; fp32 (the default) in float32. Observed on the network's last layer's output."""
+    images, labels = _data(32)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        torch.manual_seed(0)
+        model = SmallCNN(width=4, hidden=8)
+        seen = []
+        last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+        last.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
+        fit(model, Batches(images, labels, 16), epochs=1, optimizer=make_optimizer("adam", model.parameters(), 1e-3),
+            val=Batches(images, labels, 32, order="sequential"), progress=False, precision=precision)
+        assert {d for training, d in seen if training} == {dtype}  # the two training steps
+        assert {d for training, d in seen if not training} == {dtype}  # the validation pass
+        seen.clear()
+        out = predict(model, Batches(images, labels, 32, order="sequential"), precision=precision)
+        assert seen == [(False, dtype)] and out["logits"].dtype == torch.float32  # handed back as float32
