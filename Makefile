@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-setup
 
-.PHONY: setup test report lab data bench bench-gpu check-device sweep compare clean system-deps mutation
+.PHONY: setup test report plan lab data bench bench-gpu check-device sweep compare clean system-deps mutation
 
 setup: $(STAMP)
 
@@ -38,8 +38,17 @@ MUTATION_JOBS ?= 1
 mutation: setup
 	$(PY) tests/run_mutation.py --jobs $(MUTATION_JOBS) $(MODULES)
 
+# SET="weights=none" overrides a parameter in every notebook that declares it (several: SET="a=1 b=2");
+# YES=1 starts without asking when the forecast exceeds an hour.
+SET ?=
+SET_ARGS = $(foreach s,$(SET),--set $(s))
 report: setup system-deps
-	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT))
+	$(PY) -m labkit report --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(if $(TIMEOUT),--timeout $(TIMEOUT)) \
+	  $(SET_ARGS) $(if $(YES),--yes)
+
+# The forecast alone: runs x seeds, data, disk and wall time per notebook on this machine (ARGS=--json: one object).
+plan: setup
+	$(PY) -m labkit plan --profile $(PROFILE) $(if $(ONLY),--only $(ONLY)) $(SET_ARGS) $(ARGS)
 
 # JupyterLab refuses to start as root (Docker containers, cloud VMs) unless told --allow-root: given there only.
 # jupyter_config/ holds the project's JupyterLab defaults (no news pop-up over the notebooks); the user's own

@@ -43,10 +43,23 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("report", parents=[common], help="run every notebook, render HTML and PDF, build the index page")
     p.set_defaults(func=report)
-    p.add_argument("--profile", default="demo", help="demo (default), full or smoke")
+    p.add_argument("--profile", default="demo", help="demo (default), cpu, full or smoke")
     p.add_argument("--only", default="", help="comma-separated notebooks, e.g. q1,q3 (default: all)")
     p.add_argument("--timeout", type=int, default=None, help="seconds a single cell may run (default: no limit)")
     p.add_argument("--out", default=None, help="report folder (default: reports/<profile>)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                   help="a parameter for every notebook that declares it, over the profile (YAML value), e.g. "
+                   "--set weights=none; repeatable")
+    p.add_argument("--yes", action="store_true", help="start without asking when the forecast exceeds an hour")
+
+    p = sub.add_parser("plan", parents=[common], help="forecast a profile on this machine before running it: "
+                       "runs x seeds, data, disk and wall time per notebook")
+    p.set_defaults(func=plan)
+    p.add_argument("--profile", default="demo", help="demo (default), cpu, full or smoke")
+    p.add_argument("--only", default="", help="comma-separated notebooks, e.g. q2 (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                   help="a parameter for every notebook that declares it, as for report")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress on stderr)")
 
     p = sub.add_parser("sweep", parents=[common], help="run a notebook over a parameter grid on Dask and compare "
                                                         "the runs")
@@ -128,10 +141,39 @@ def data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def overrides(pairs: list[str]) -> dict:
+    """``--set name=value`` pairs, values read as YAML (numbers, lists, null), as the profile files are."""
+    import yaml
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set weights=none")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from labkit.report.pipeline import make_report
     only = [k.strip() for k in args.only.split(",") if k.strip()] or None
-    return make_report(args.profile, only, args.timeout, args.out)
+    return make_report(args.profile, only, args.timeout, args.out, overrides(args.overrides), args.yes)
+
+
+def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    import json
+
+    from labkit.params import PROFILES
+    from labkit.report.forecast import forecast
+    if args.profile not in PROFILES:
+        raise ParameterError(f"--profile {args.profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
+    only = [k.strip() for k in args.only.split(",") if k.strip()] or None
+    result = forecast(args.profile, only, overrides=overrides(args.overrides),
+                      log=lambda line: print(f"plan: {line}", file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result.to_json()))
+    else:
+        print("\n".join(result.describe()))
+    return 0
 
 
 def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

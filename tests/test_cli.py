@@ -35,7 +35,7 @@ def one_error_line(stderr: str) -> str:
 def test_bad_profile_is_one_line_without_a_traceback(tmp_path):
     done = labkit_cli(tmp_path, "report", "--profile", "nope")
     assert done.returncode == 1
-    assert "profile='nope' is not allowed; allowed: demo, full, smoke" in one_error_line(done.stderr)
+    assert "profile='nope' is not allowed; allowed: demo, cpu, full, smoke" in one_error_line(done.stderr)
 
 
 @pytest.mark.parametrize("args", [["--debug", "report", "--profile", "nope"],
@@ -134,7 +134,8 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- every subcommand
 
 COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats", "--gpu"], "check-device": [],
-            "report": ["--profile", "--only", "--timeout", "--out"],
+            "report": ["--profile", "--only", "--timeout", "--out", "--set", "--yes"],
+            "plan": ["--profile", "--only", "--set", "--json"],
             "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"],
             "compare": ["--out", "--json", "--fail-on-change", "--fail-on-significant"],
             "cache": ["--prune", "--older-than", "--notebook", "--dry-run"]}
@@ -189,7 +190,7 @@ def test_a_malformed_argument_is_refused_by_name(argv, parser, message, isolated
 @pytest.mark.parametrize("argv, message", [
     (["data", "--datasets", "stl-10", "--no-weights"], "unknown dataset(s) 'stl-10'; allowed: stl10, "),
     (["bench", "--repeats", "0"], "--repeats=0 is not allowed; allowed: an integer >= 1"),
-    (["report", "--profile", "quick"], "profile='quick' is not allowed; allowed: demo, full, smoke"),
+    (["report", "--profile", "quick"], "profile='quick' is not allowed; allowed: demo, cpu, full, smoke"),
     (["sweep", "q4", "-p", "lr", "1e-3"], "unknown notebook 'q4'; allowed: q1, q2, q3"),
     (["cache", "--prune", "--older-than", "soon"], "--older-than='soon' is not allowed; allowed: a number and a unit"),
     (["cache", "--prune", "--notebook", "q4"], "--notebook='q4' is not allowed; allowed: q1, q2, q3"),
@@ -199,3 +200,22 @@ def test_a_bad_value_is_one_line_and_exit_1(argv, message, isolated_root, capsys
     captured = capsys.readouterr()
     assert message in one_error_line(captured.err) and not captured.out
     assert not (isolated_root / "reports").exists() and not (isolated_root / "data" / "stl10").exists()
+
+
+def test_plan_json_prints_one_object_and_progress_on_stderr(tmp_path):
+    import json
+    (tmp_path / "notebooks").symlink_to(ROOT / "notebooks")
+    done = labkit_cli(tmp_path, "plan", "--profile", "smoke", "--only", "q3", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)  # the whole of stdout is one object
+    assert result["low_seconds"] <= result["total_seconds"] <= result["high_seconds"]
+    assert list(result["notebooks"]) == ["q3"] and result["notebooks"]["q3"]["seeds"] == 2
+    assert "plan: measuring smallcnn" in done.stderr
+    again = labkit_cli(tmp_path, "plan", "--profile", "smoke", "--only", "q3")
+    assert "measuring" not in again.stderr and again.stdout.startswith("forecast for profile smoke")
+
+
+def test_set_reads_values_as_yaml_and_refuses_a_pair_without_a_name():
+    assert cli.overrides(["weights=none", "seeds=[0, 1]", "lr=0.001"]) == {"weights": "none", "seeds": [0, 1], "lr": 0.001}
+    with pytest.raises(cli.ParameterError, match="expected NAME=VALUE"):
+        cli.overrides(["weights"])

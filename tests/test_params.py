@@ -79,7 +79,7 @@ def test_validate_names_the_parameter_and_allowed_values():
     specs = {"optimizer": Spec(str, ("sgd", "adam")), "weights": Spec(str)}
     with pytest.raises(ParameterError, match=r"'optimizer' = 'adamw' is not allowed; allowed: 'sgd', 'adam'"):
         validate({"optimizer": "adamw"}, specs, "q3")
-    with pytest.raises(ParameterError, match="'profile' = 'fast' is not allowed; allowed: 'demo', 'full', 'smoke'"):
+    with pytest.raises(ParameterError, match="'profile' = 'fast' is not allowed; allowed: 'demo', 'cpu', 'full', 'smoke'"):
         validate({"profile": "fast"}, specs, "q3")
     with pytest.raises(ParameterError, match="'batch_size' = 0 is out of range"):
         validate({"batch_size": 0}, specs, "q3")

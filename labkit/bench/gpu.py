@@ -1,6 +1,6 @@
 """``make bench-gpu`` (``python -m labkit bench --gpu``): the CUDA path against plain baselines, measured in
 the same run (interleaved repeats, medians), printed as ratios; then the full profile's wall time on this
-GPU, predicted from measured rates (``labkit.bench.walltime``). A benchmark, not a test: without CUDA it says so
+GPU, predicted from measured rates (``labkit.report.forecast``). A benchmark, not a test: without CUDA it says so
 in one line. The tests run the same functions on the CPU at tiny sizes (``run(..., tiny=True)``).
 
 Training: labkit's pipeline (the JPEGs decoded once into uint8 tensors kept on the GPU, ``Batches`` +
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from labkit.bench import walltime
+from labkit.report import forecast as walltime
 from labkit.bench.fixtures import interleaved, photo_jpegs
 from labkit.data import Batches, load_dogs_vs_cats
 from labkit.data.batches import IMAGENET_MEAN, IMAGENET_STD

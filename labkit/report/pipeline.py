@@ -17,6 +17,7 @@ import pandas as pd
 import labkit
 from labkit.questions import registry
 from labkit.report.execute import run_notebook
+from labkit.errors import LabkitError
 from labkit.params import PROFILES, ParameterError
 from labkit.report.pages import render
 from labkit.paths import atomic_write_text, environ_kept, git_commit, reports_dir
@@ -174,6 +175,7 @@ class NotebookResult:
     status: str = "ok"  # "ok" or "failed"
     error: str | None = None
     seconds: float = 0.0
+    forecast_seconds: float | None = None  # what `labkit plan` predicted before it ran
     files: dict = field(default_factory=dict)  # label -> path relative to the report folder
 
 
@@ -231,6 +233,7 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
              "seconds": _seconds(row["train_seconds"]), "flag": FLAGS.get(row["status"], "")}
             for _, row in table.iterrows()]
     notebooks = [{"title": registry.title(r.key, written.get(r.key, {}).get("params")), "seconds": f"{r.seconds:.0f}",
+                  "forecast": f"{r.forecast_seconds:.0f}" if r.forecast_seconds is not None else "",
                   "error": (r.error or "") if r.status == "failed" else None, "files": r.files} for r in results]
     # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
     sweeps = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("sweeps/*/sweep.html"))]
@@ -242,9 +245,37 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     return root / "index.html"
 
 
+ASK_ABOVE_SECONDS = 3600
+
+
+class ReportCancelled(LabkitError):
+    """The user said no to a long forecast."""
+
+
+def announce(profile: str, keys: list[str], overrides: dict, yes: bool) -> dict[str, float]:
+    """Print the forecast before anything runs; above an hour ask on a terminal (``yes`` skips the question),
+    warn in a log and go on. Returns each notebook's forecast seconds."""
+    from labkit.report.forecast import forecast
+    fc = forecast(profile, keys, overrides=overrides, log=lambda line: print(f"plan: {line}", flush=True))
+    print("\n".join(fc.describe()), flush=True)
+    if fc.total_seconds > ASK_ABOVE_SECONDS:
+        if yes:
+            pass
+        elif sys.stdin.isatty():
+            answer = input(f"This report is forecast to take {fc.total_seconds / 3600:.1f} h on this machine. "
+                           f"Start it? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise ReportCancelled("not started (the forecast exceeds an hour); `make plan PROFILE=...` shows "
+                                      "it, --yes (make report YES=1) starts without asking")
+        else:
+            print(f"WARNING: forecast {fc.total_seconds / 3600:.1f} h (over an hour); going on", flush=True)
+    return {k: n.seconds for k, n in fc.notebooks.items()}
+
+
 def make_report(profile: str = "demo", only: list[str] | None = None, timeout: int | None = None,
-                out_root: Path | None = None) -> int:
-    """Run, render and index every notebook; return 0, or 1 when any notebook failed (named)."""
+                out_root: Path | None = None, overrides: dict | None = None, yes: bool = False) -> int:
+    """Run, render and index every notebook; return 0, or 1 when any notebook failed (named).
+    ``overrides``: parameters over the profile's, for every notebook that declares them (e.g. weights)."""
     if profile not in PROFILES:
         raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
     keys = only or registry.available()
@@ -261,7 +292,14 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
     for key in keys:  # every notebook's parameters are checked before the first one runs
         planned[key] = {**registry.load_params(profile, key), "profile": profile,
                         "output_dir": str((root / key).resolve())}
+        if overrides:
+            declared = registry.default_parameters(key)
+            planned[key].update({k: v for k, v in overrides.items() if k in declared})
         registry.validate(key, planned[key])
+    unused = set(overrides or {}) - {k for params in planned.values() for k in params}
+    if unused:
+        raise ParameterError(f"--set {', '.join(sorted(unused))}: no notebook of this report declares it")
+    forecasts = announce(profile, keys, overrides or {}, yes)
     for key, params in planned.items():
         (root / key / "metrics.json").unlink(missing_ok=True)  # never show a stale result for a failed run
         line = StatusLine(f"[{key}] {registry.NOTEBOOKS[key]} (profile {profile}):")
@@ -271,7 +309,7 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
         except BaseException:  # Ctrl-C: end the live line before the traceback or message
             line.finish("interrupted")
             raise
-        r = NotebookResult(key, "failed" if error else "ok", error, time.perf_counter() - t)
+        r = NotebookResult(key, "failed" if error else "ok", error, time.perf_counter() - t, forecasts.get(key))
         line.finish(f"{'FAILED: ' + error if error else 'ok'} in {r.seconds:.0f} s")
         if executed.exists():
             code_html, clean_html = render_html(executed)
@@ -286,7 +324,9 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
              "weights": "; ".join(f"{key}: {m['weights']}" for key, m in written.items()) or "n/a",
              "torch": __import__("torch").__version__, "labkit": labkit.__version__, "git commit": git_commit(),
              "python": sys.version.split()[0],
-             "durations": ", ".join(f"{r.key} {r.seconds:.0f} s" for r in results)}
+             "durations": ", ".join(f"{r.key} {r.seconds:.0f} s (forecast {r.forecast_seconds:.0f} s)"
+                                    if r.forecast_seconds is not None else f"{r.key} {r.seconds:.0f} s"
+                                    for r in results)}
     if chromium:
         pages = []
         for r in results:

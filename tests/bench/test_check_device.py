@@ -108,7 +108,7 @@ from labkit import cli
 assert cli.main(["check-device"]) == 0
 from labkit.bench import gpu as bench_gpu
 from labkit.bench import check_device as cd
-from labkit.bench import walltime
+from labkit.report import forecast as walltime
 with bench_gpu.throwaway_root():
     q2 = [c for c in cd.checks(torch.device("cpu"), {{"q2": {{"weights": "none"}}}}) if c[0].startswith("q2")]
     print("exit", cd.run_checks(q2))

@@ -3,7 +3,7 @@ wall time's arithmetic; one rate measured at tiny size on the CPU."""
 import pytest
 import torch
 
-from labkit.bench import walltime as wt
+from labkit.report import forecast as wt
 from labkit.questions.contract import evaluation
 
 # fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
@@ -20,8 +20,8 @@ def images(passes, notebook, what):
 
 
 def test_q1_feature_pass_and_finetuning(passes):
-    # the feature pass runs in fp32 as q1.extract does; training and the tests of trained runs in bf16 on CUDA
-    assert [p.what for p in passes if p.setting.fp32] == ["feature pass (train + test)"]
+    # the feature pass runs in fp32 as q1.extract does; training and the tests of trained runs as the run asks
+    assert [p.what for p in passes if p.setting.precision == "fp32"] == ["feature pass (train + test)"]
     assert images(passes, "q1", "feature pass") == 5_000 + 8_000
     assert images(passes, "q1", "finetune seed 0: training") == 5_000 * 5  # val_fraction 0 (the original's data)
     assert images(passes, "q1", "training") == 5_000 * 5 * 3  # 5 epochs, 3 training seeds
@@ -68,3 +68,59 @@ def test_a_rate_is_measured_through_fit_and_predict():
         assert wt.measure_rate(s, **kw) > 0 and wt.measure_rate(evaluation(s, 4), **kw) > 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_the_cpu_profile_trains_on_subsets_and_tests_on_everything():
+    passes = wt.full_profile_passes("cpu")
+    assert images(passes, "q1", "finetune seed 0: training") == 5_000 * 2
+    assert images(passes, "q1", "finetune seed 0: test") == 8_000
+    assert images(passes, "q2", "ce seed 0: training") == 50 * 300 * 2
+    assert images(passes, "q2", "ce seed 0: test") == 50 * 50
+    assert images(passes, "q3", "sgd_bs1 seed 0: training") == 2 * 4_000
+    assert images(passes, "q3", "adam seed 2: test") == 7_500
+    assert {p.setting.stored_size for p in passes if p.notebook != "q3"} == {96, 64}
+
+
+def test_a_quick_rate_times_single_steps_through_fit_and_predict():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        s = wt.Setting("smallcnn", 16, 16, 4, 2, True, precision="fp32")
+        r = wt.quick_rate(s, torch.device("cpu"), steps=2)
+        assert r["fast"] >= r["rate"] >= r["slow"] > 0 and (r["precision"], r["batch"]) == ("fp32", 4)
+        assert wt.quick_rate(evaluation(s, 8), torch.device("cpu"), steps=2)["batch"] == 8
+        assert wt.measurement_batch(wt.Setting("resnet50", 96, 224, 64, 10, True)) == 8  # ImageNet's size: small
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_forecast_measures_each_setting_once_then_reads_the_rate_cache(monkeypatch):
+    measured = []
+    monkeypatch.setattr(wt, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: measured.append(s) or {
+        "rate": 100.0, "fast": 125.0, "slow": 80.0, "precision": "fp32", "batch": 4})
+    first = wt.forecast("smoke", ["q3"])
+    n = len(measured)
+    assert n == len({p.setting for p in wt.registry.question("q3").passes(wt._parameters("q3", "smoke", None))})
+    second = wt.forecast("smoke", ["q3"])
+    assert len(measured) == n and second.to_json() == first.to_json()
+    q3 = first.notebooks["q3"]
+    passes = wt.registry.question("q3").passes(wt._parameters("q3", "smoke", None))
+    work = sum(p.images for p in passes)
+    assert q3.seconds == pytest.approx(work / 100 + wt.NOTEBOOK_OVERHEAD_SECONDS)
+    assert q3.low_seconds == pytest.approx(work / 125 + wt.NOTEBOOK_OVERHEAD_SECONDS * wt.ESTIMATE_SPREAD[0])
+    assert q3.high_seconds == pytest.approx(work / 80 + wt.NOTEBOOK_OVERHEAD_SECONDS * wt.ESTIMATE_SPREAD[1])
+    j = first.to_json()
+    assert set(j) >= {"total_seconds", "low_seconds", "high_seconds", "notebooks"}
+    assert set(j["notebooks"]["q3"]) >= {"seconds", "runs", "seeds", "data_missing", "disk_bytes"}
+    assert (j["notebooks"]["q3"]["runs"], j["notebooks"]["q3"]["seeds"]) == (15, 2)
+
+
+def test_missing_real_data_is_named_with_its_download(monkeypatch):
+    monkeypatch.setattr(wt, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: {
+        "rate": 1e4, "fast": 1e4, "slow": 1e4, "precision": "bf16", "batch": 4})
+    monkeypatch.setattr(wt, "decode_seconds_per_file", lambda kind, size: 0.001)
+    fc = wt.forecast("cpu", ["q3"], overrides={"weights": "none"})  # q3 declares no weights: ignored
+    (missing,) = fc.notebooks["q3"].data_missing
+    assert "dogs-vs-cats" in missing and "make data" in missing and "0.82 GB" in missing
+    assert any(line.startswith("decoding 25,000 files") for line in fc.notebooks["q3"].lines)
+    assert fc.notebooks["q3"].disk_bytes > wt.DOWNLOAD_BYTES["dogs-vs-cats"]

@@ -240,3 +240,48 @@ def test_the_live_line_counts_cells_and_shows_the_kernels_progress(tiny_project,
     assert "fine\n" in kept and "[progress] decoding things" in kept
     code_html, clean_html = report.render_html(executed)
     assert "decoding things" not in clean_html.read_text() and "fine" in clean_html.read_text()
+
+
+def _long_forecast(monkeypatch, seconds=4000.0):
+    from labkit.report import forecast as fc
+    plan = fc.NotebookPlan("q3", seconds, seconds / 2, seconds * 2, 1, 1, [], 0, [])
+    monkeypatch.setattr(fc, "forecast", lambda *a, **k: fc.Forecast("cpu", "a CPU", {"q3": plan}))
+
+
+def test_a_forecast_over_an_hour_asks_on_a_terminal(monkeypatch, capsys):
+    _long_forecast(monkeypatch)
+    monkeypatch.setattr(report.sys.stdin, "isatty", lambda: True)
+    answers = iter(["n", "y"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    with pytest.raises(report.ReportCancelled, match="--yes"):
+        report.announce("cpu", ["q3"], {}, yes=False)
+    assert report.announce("cpu", ["q3"], {}, yes=False) == {"q3": 4000.0}
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked despite --yes"))
+    assert report.announce("cpu", ["q3"], {}, yes=True) == {"q3": 4000.0}
+    assert "forecast for profile cpu on a CPU: 1.1 h" in capsys.readouterr().out
+
+
+def test_a_forecast_over_an_hour_warns_in_a_log_and_goes_on(monkeypatch, capsys):
+    _long_forecast(monkeypatch)
+    monkeypatch.setattr(report.sys.stdin, "isatty", lambda: False)
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked in a log"))
+    assert report.announce("cpu", ["q3"], {}, yes=False) == {"q3": 4000.0}
+    assert "WARNING: forecast 1.1 h (over an hour); going on" in capsys.readouterr().out
+    _long_forecast(monkeypatch, seconds=600.0)
+    assert report.announce("cpu", ["q3"], {}, yes=False) == {"q3": 600.0}
+    assert "WARNING" not in capsys.readouterr().out
+
+
+def test_each_notebook_records_its_forecast_beside_its_real_time(smoke_report):
+    root, _ = smoke_report
+    run = json.loads((root / "run.json").read_text())
+    for nb in run["notebooks"]:
+        assert nb["forecast_seconds"] > 0 and nb["seconds"] > 0
+        assert f"{nb['key']} {nb['seconds']:.0f} s (forecast {nb['forecast_seconds']:.0f} s)" in run["facts"]["durations"]
+    index = (root / "index.html").read_text()
+    assert f"forecast {run['notebooks'][0]['forecast_seconds']:.0f} s" in index
+
+
+def test_a_parameter_set_for_the_report_reaches_the_notebooks_that_declare_it(tiny_project):
+    with pytest.raises(report.ParameterError, match="--set nonsense: no notebook of this report declares it"):
+        report.make_report("smoke", only=["good"], out_root=tiny_project / "out", overrides={"nonsense": 1})
