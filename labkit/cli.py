@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from labkit.errors import LabkitError
 from labkit.params import ParameterError
@@ -24,11 +25,19 @@ def main(argv=None) -> int:
                         help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("data", parents=[common], help="download, verify and extract the real datasets and ImageNet weights")
+    p = sub.add_parser("data", parents=[common], help="download, verify and extract the real datasets and ImageNet "
+                                                       "weights (or generate real-size stand-ins)")
     p.set_defaults(func=data)
     p.add_argument("--datasets", default="stl10,tiny-imagenet-200,dogs-vs-cats",
                    help="comma-separated: stl10, tiny-imagenet-200, dogs-vs-cats (or 'none')")
     p.add_argument("--no-weights", action="store_true", help="skip the ImageNet weights")
+    p.add_argument("--generate-real-size", action="store_true",
+                   help="download nothing: write GENERATED datasets with the real ones' counts, pixel sizes and "
+                        "formats where the real data go, to time the cpu profile offline (every page made from "
+                        "them says they are generated; their accuracies are not results)")
+    p.add_argument("--data-root", default=None,
+                   help="the folder the datasets' folders go in (default: labkit's data/); the notebooks find "
+                        "them elsewhere only through data_dir")
 
     p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
     p.set_defaults(func=bench)
@@ -128,11 +137,14 @@ def data(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if unknown:  # before any download starts
         raise ParameterError(f"unknown dataset(s) {', '.join(map(repr, unknown))}; allowed: "
                              f"{', '.join(SOURCES)} or none")
+    roots = {name: Path(args.data_root) / name if args.data_root else None for name in names}
+    if args.generate_real_size:
+        return generate_real_size(roots)
     for name in names:
         print(f"{name}: fetching {SOURCES[name].url}", flush=True)
         if SOURCES[name].note:
             print(f"  note: {SOURCES[name].note}")
-        print(f"{name}: ready in {fetch_dataset(name)}", flush=True)
+        print(f"{name}: ready in {fetch_dataset(name, roots[name])}", flush=True)
     if not args.no_weights:
         from labkit.models import ARCHS, load_imagenet_state_dict
         for arch in ARCHS:
@@ -151,6 +163,27 @@ def overrides(pairs: list[str]) -> dict:
             raise ParameterError(f"--set {pair!r}: expected NAME=VALUE, e.g. --set weights=none")
         out[name.strip()] = yaml.safe_load(value)
     return out
+
+
+def generate_real_size(roots: dict[str, Path | None]) -> int:
+    """``data --generate-real-size``: each dataset generated (or kept, when an identical set is there), its time,
+    and the bytes written in all."""
+    import time
+
+    from labkit.data.real_size import generate_real_size as generate
+    from labkit.progress import human
+    total = 0
+    for name, root in roots.items():
+        started = time.perf_counter()
+        folder, written = generate(name, root)
+        if written is None:
+            print(f"{name}: {folder} already holds a complete generated set of this generator; kept", flush=True)
+            continue
+        total += written
+        print(f"{name}: generated in {folder} in {time.perf_counter() - started:.0f} s, {human(written, 'B')} "
+              f"(GENERATED.json marks it: accuracies on it are not results)", flush=True)
+    print(f"written: {total:,} bytes ({human(total, 'B')})")
+    return 0
 
 
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

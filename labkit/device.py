@@ -9,8 +9,6 @@ import sys
 import numpy as np
 import torch
 
-from labkit.params import PRECISIONS
-
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -76,6 +74,9 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16_cpu() -> bool:

@@ -63,12 +63,6 @@ class Spec:
         return value
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-# A run setting of every notebook: the arithmetic its network trains and tests in (labkit.device.resolve_precision)
-PRECISION = Spec(str, PRECISIONS, note="(auto: bf16 autocast where this machine computes it natively and faster, "
-                                       "fp32 elsewhere)")
-
-
 def weights_spec() -> Spec:
     return Spec(str, note="'standin', 'standin-smoke', 'imagenet', 'none' or the path of a state-dict file")
 

@@ -15,9 +15,14 @@ from typing import Callable
 
 import torch
 
-from labkit.device import resolve_precision
+from labkit.device import PRECISIONS, resolve_precision
 from labkit.params import ParameterError, Spec, validate_runs
 from labkit.paths import cache_dir, code_fingerprint
+
+
+# A run setting of every notebook: the arithmetic its network trains and tests in (resolve_precision)
+PRECISION = Spec(str, PRECISIONS, note="(auto: bf16 autocast where this machine computes it natively and faster, "
+                                       "fp32 elsewhere)")
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,28 @@ def test_unknown_dataset(isolated_root, capsys):
     assert not (isolated_root / "data" / "stl10").exists()  # refused before stl10 was fetched
 
 
+def test_generate_real_size_writes_keeps_and_refuses_real_data(isolated_root, monkeypatch, capsys):
+    """``data --generate-real-size`` (at tiny counts here): generated sets where the real ones go, the bytes
+    written; a second run keeps them; a folder of real data is refused in one line and left as it was."""
+    from labkit.data import real_size
+    monkeypatch.setitem(real_size.REAL_COUNTS, "stl10", {"train_per_class": 1, "test_per_class": 1})
+    monkeypatch.setitem(real_size.REAL_COUNTS, "dogs-vs-cats", {"per_class": 2})
+    argv = ["data", "--generate-real-size", "--datasets", "stl10,dogs-vs-cats"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"stl10: generated in {isolated_root / 'data' / 'stl10'} in " in out and "dogs-vs-cats: generated" in out
+    assert "written: " in out and (isolated_root / "data" / "dogs-vs-cats" / "GENERATED.json").is_file()
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "already holds a complete generated set of this generator; kept" in out and "written: 0 bytes" in out
+    real = isolated_root / "elsewhere" / "stl10"
+    real.mkdir(parents=True)
+    (real / "stl10_binary.tar.gz.part").write_bytes(b"a download")
+    assert cli.main(argv[:-1] + ["stl10", "--data-root", str(real.parent)]) == 1
+    assert "holds files and no GENERATED.json" in one_error_line(capsys.readouterr().err)
+    assert [p.name for p in real.iterdir()] == ["stl10_binary.tar.gz.part"]
+
+
 def test_unknown_notebook(isolated_root, capsys):
     assert cli.main(["report", "--profile", "smoke", "--only", "q9"]) == 1
     assert "unknown notebook(s) q9" in one_error_line(capsys.readouterr().err)
@@ -133,7 +155,8 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- every subcommand
 
-COMMANDS = {"data": ["--datasets", "--no-weights"], "bench": ["--repeats", "--gpu"], "check-device": [],
+COMMANDS = {"data": ["--datasets", "--no-weights", "--generate-real-size", "--data-root"],
+            "bench": ["--repeats", "--gpu"], "check-device": [],
             "report": ["--profile", "--only", "--timeout", "--out", "--set", "--yes"],
             "plan": ["--profile", "--only", "--set", "--json"],
             "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"],

@@ -9,9 +9,11 @@ from labkit.data.batches import (IMAGENET_MEAN, IMAGENET_STD, Batches, decode_si
 from labkit.data.core import DatasetNotFoundError, ImageSet
 from labkit.data.loaders import (DOGS_VS_CATS_CLASSES, STL10_CLASSES, load_dogs_vs_cats, load_stl10,
                                  load_tiny_imagenet)
+from labkit.data.marker import generated_marker
 
 __all__ = [
-    "Batches", "DatasetNotFoundError", "decode_size", "DOGS_VS_CATS_CLASSES", "IMAGENET_MEAN", "IMAGENET_STD", "ImageSet",
-    "per_class_subset", "STL10_CLASSES", "load_dogs_vs_cats", "load_stl10", "load_tiny_imagenet", "random_crop_flip",
+    "Batches", "DatasetNotFoundError", "decode_size", "DOGS_VS_CATS_CLASSES", "generated_marker", "IMAGENET_MEAN",
+    "IMAGENET_STD", "ImageSet", "per_class_subset", "STL10_CLASSES", "load_dogs_vs_cats", "load_stl10",
+    "load_tiny_imagenet", "random_crop_flip",
     "stratified_split",
 ]

@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from labkit.data.marker import MARKER
 from labkit.errors import LabkitError, NetworkError
 from labkit.paths import ensure_free_space, real_data_dir
 from labkit.progress import progress
@@ -28,6 +29,10 @@ class ChecksumError(LabkitError, RuntimeError):
 
 class UnsafeArchiveError(LabkitError, RuntimeError):
     """An archive member would land outside the extraction folder."""
+
+
+class GeneratedDataPresentError(LabkitError, FileExistsError):
+    """The real dataset's folder holds a generated set (``labkit data --generate-real-size``)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,10 @@ def fetch_dataset(name: str, root: Path | None = None) -> Path:
         raise ValueError(f"dataset {name!r} is not known; allowed: {', '.join(SOURCES)}")
     src = SOURCES[name]
     root = Path(root) if root else real_data_dir(name)
+    if (root / MARKER).is_file():  # real files must never mix with generated ones under the generated marker
+        raise GeneratedDataPresentError(
+            f"{root} holds a generated dataset ({MARKER}, from `labkit data --generate-real-size`), not the "
+            f"real one. Remove that folder (or pass another --data-root) and run the command again.")
     marker = root / f".{src.extracted}.extracted"
     if marker.exists():
         return root

@@ -178,13 +178,18 @@ def report(results, runner, P: dict) -> pd.DataFrame:
     """The notebook's claims section: every claim judged on the runner's outcomes, written as ``claims.csv``
     beside metrics.json, shown with the counts; on synthetic data the verdicts test the pipeline, not the claims."""
     from IPython.display import Markdown, display
+    from labkit.data.marker import generated_marker
     notebook = results.data["notebook"]
+    generated = P.get("data_source") == "real" and generated_marker(runner.data.source) is not None
     table = judge(notebook, runner.outcomes, getattr(runner.question, "DETERMINISTIC", ()),
-                  real_data=P.get("data_source") == "real")
+                  real_data=P.get("data_source") == "real" and not generated)
     results.table(table[COLUMNS], "claims", index=False)
     lead = f"**{counts(table)}.**"
     if P.get("data_source") != "real":
         lead += (" On synthetic data (the demo and smoke profiles) these verdicts test the pipeline, not the "
                  "original's claims.")
+    elif generated:
+        lead += (" On generated data with the real sizes (`labkit data --generate-real-size`, for timing) these "
+                 "verdicts test the pipeline, not the original's claims.")
     display(Markdown(lead), table[["claim", "runs", "original", "ours", "test", "p_holm", "verdict", "confounds"]])
     return table

@@ -182,7 +182,11 @@ def record(results: Results, table: pd.DataFrame, outcomes: dict[str, list[Outco
 def finish(results: Results, runner: Runner, test, classes: list[str] | None = None,
            chance: float | None = None) -> pd.DataFrame:
     """The notebook's summary: every run the runner ran, summarised over seeds (:func:`summarize`), recorded in
-    metrics.json with its predictions (:func:`record`), written as ``summary.csv``; returned for the tables."""
+    metrics.json with its predictions (:func:`record`), written as ``summary.csv``; returned for the tables.
+    ``data_generated`` says whether the data came from a generator (the demo's synthetic sets, or real-size ones
+    in the real data's folder): the index flags real-data runs that did."""
+    from labkit.data.marker import generated_marker
+    results.data["data_generated"] = generated_marker(runner.data.source) is not None
     summary = summarize(runner.outcomes, results.data["notebook"], chance)
     record(results, summary, runner.outcomes, test, classes)
     results.table(summary, "summary")

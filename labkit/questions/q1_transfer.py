@@ -23,9 +23,9 @@ from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.questions.imagenet import IMAGENET_TO_STL10
 from labkit.models import RESNET_STAGES, classifier, resnet
 from labkit.training import optim
-from labkit.params import NAMED_WEIGHTS, PRECISION, STANDINS, ParameterError, Spec, from_notebook
+from labkit.params import NAMED_WEIGHTS, STANDINS, ParameterError, Spec, from_notebook
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint, real_data_dir, touch
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, with_precision
+from labkit.runs import PRECISION, Run, checkpoint_path, data_identity, resolve_runs, with_precision
 from labkit.training.loop import fit, predict
 
 # What a run may set; anything it does not set comes from the notebook's parameter of the same name.

@@ -18,9 +18,9 @@ from labkit.questions.experiments import Outcome
 from labkit.training.losses import LOSSES, MINERS, center_term, cross_entropy_term, triplet_term
 from labkit.models import classifier, resnet
 from labkit.training import optim
-from labkit.params import PRECISION, ParameterError, Spec, from_notebook
+from labkit.params import ParameterError, Spec, from_notebook
 from labkit.paths import real_data_dir
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, with_precision
+from labkit.runs import PRECISION, Run, checkpoint_path, data_identity, resolve_runs, with_precision
 from labkit.training.loop import fit, predict
 
 TINY_IMAGENET_SIZE = 64  # Tiny ImageNet's stored images are 64 x 64

@@ -16,10 +16,10 @@ from labkit.questions.experiments import Outcome, noise_verdicts, verdict_text
 from labkit.training.gradflow import GradientFlow
 from labkit.models import SmallCNN
 from labkit.training import optim
-from labkit.params import PRECISION, Spec, from_notebook
+from labkit.params import Spec, from_notebook
 from labkit.paths import real_data_dir
 from labkit.questions.reference import ORIGINAL_TEST_IMAGES, reference_accuracy
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, with_precision
+from labkit.runs import PRECISION, Run, checkpoint_path, data_identity, resolve_runs, with_precision
 from labkit.text import is_number, percent, status_text
 from labkit.training.loop import fit, predict
 

@@ -1,4 +1,4 @@
-"""HTML pages (and the notebooks' weights banner) from jinja2 templates (``labkit/report/templates/pages``), autoescaped as nbconvert's own are, with one
+"""HTML pages (and the notebooks' weights and generated-data banners) from jinja2 templates (``labkit/report/templates/pages``), autoescaped as nbconvert's own are, with one
 shared stylesheet. Python computes numbers and sentences; the templates hold the markup."""
 from __future__ import annotations
 
@@ -33,3 +33,17 @@ def banner(weights: str, arch: str, extra: str = ""):
     from labkit.models import describe_weights
     return HTML(_environment().get_template("banner.html.j2").render(
         imagenet=weights == "imagenet", text=describe_weights(weights, arch), extra=extra).strip())
+
+
+def data_banner(source):
+    """The notebooks' visible box for data generated at the real datasets' sizes (``labkit data
+    --generate-real-size``, marked by ``GENERATED.json`` in ``source``, the folder the data came from): they time
+    the pipeline, and their accuracies are not results. Real and demo data get nothing (an empty display)."""
+    from IPython.display import HTML
+
+    from labkit.data.marker import generated_marker, is_real_size
+    marker = generated_marker(source)
+    if not is_real_size(marker):
+        return HTML("")
+    return HTML(_environment().get_template("generated.html.j2").render(
+        dataset=marker.get("dataset", "dataset"), date=marker.get("date", "?"), command=marker["generated_by"]).strip())

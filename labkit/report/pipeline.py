@@ -239,8 +239,11 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
     sweeps = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("sweeps/*/sweep.html"))]
     claims, claim_counts = claims_table(root, results)
     synthetic = any(m.get("params", {}).get("data_source") != "real" for m in written.values())
+    # real data that a generator wrote (labkit data --generate-real-size): its own sentence, at the top
+    generated = sorted(key for key, m in written.items()
+                       if m.get("params", {}).get("data_source") == "real" and m.get("data_generated"))
     page = render("index.html.j2", profile=profile, facts=facts, notebooks=notebooks, sweeps=sweeps, rows=rows,
-                  claims=claims, claim_counts=claim_counts, synthetic=synthetic)
+                  claims=claims, claim_counts=claim_counts, synthetic=synthetic, generated=generated)
     atomic_write_text(root / "index.html", page)
     return root / "index.html"
 

@@ -347,3 +347,13 @@ def test_fetch_removes_a_refused_extraction(server, tmp_path, monkeypatch):
     with pytest.raises(dl.UnsafeArchiveError):
         dl.fetch_dataset("stl10", tmp_path / "stl")
     assert sorted(p.name for p in (tmp_path / "stl").iterdir()) == ["stl.tar.gz"]
+
+
+def test_a_generated_set_is_never_mixed_with_the_real_download(tmp_path):
+    """A folder holding ``labkit data --generate-real-size``'s set is refused before anything is fetched: the
+    real files would sit under the generated set's marker (and its Kaggle train/ would shadow PetImages/)."""
+    (tmp_path / "dc" / "train").mkdir(parents=True)
+    (tmp_path / "dc" / "GENERATED.json").write_text("{}")
+    with pytest.raises(dl.GeneratedDataPresentError, match=r"dc holds a generated dataset .*Remove that folder"):
+        dl.fetch_dataset("dogs-vs-cats", tmp_path / "dc")
+    assert sorted(p.name for p in (tmp_path / "dc").iterdir()) == ["GENERATED.json", "train"]

@@ -121,3 +121,23 @@ def test_every_claim_names_runs_its_notebook_has():
                 value = claim.get(side)
                 for name in (value if isinstance(value, list) else [value] if value else []):
                     assert name in names, (key, claim["id"], name)
+
+
+def test_on_real_size_generated_data_the_verdicts_test_the_pipeline(tmp_path, monkeypatch):
+    """data_source real on a folder marked GENERATED.json (``labkit data --generate-real-size``): the claims
+    section says the verdicts test the pipeline, and ours are not set against the original's interval."""
+    import json
+    from types import SimpleNamespace
+
+    import IPython.display
+
+    from labkit.results import Results
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *items: shown.extend(items))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "GENERATED.json").write_text(json.dumps({"real_size": True}))
+    outcomes = {"adam": runs("adam", [0.8, 0.82]), "sgd": runs("sgd", [0.6, 0.62])}
+    runner = SimpleNamespace(outcomes=outcomes, question=None, data=SimpleNamespace(source=str(tmp_path / "data")))
+    table = claims.report(Results("q3", "cpu", "none", "cpu", {}, tmp_path), runner, {"data_source": "real"})
+    assert "generated data with the real sizes" in shown[0].data and "test the pipeline" in shown[0].data
+    assert not table["ours"].str.contains("original inside|original outside").any()

@@ -209,3 +209,20 @@ def test_a_run_with_no_test_images_failed_and_a_partial_mean_says_so():
     assert table.loc["empty", "status"] == "failed" and table.loc["empty", "error"] == "no test images"
     assert (table.loc["adam", "seeds"], table.loc["adam", "seeds_ok"]) == (3, 2)
     assert pretty(table).loc["adam", "ours (%)"] == "70.00 (2 of 3 seeds)"
+
+
+def test_finish_records_whether_the_data_were_generated(tmp_path):
+    """metrics.json's data_generated: true for data a generator wrote (GENERATED.json in the data's folder: the
+    demo's sets, or real-size ones), false for real data; the index flags real-data runs by it."""
+    from types import SimpleNamespace
+
+    from labkit.questions.experiments import finish
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for marked in (False, True):
+        if marked:
+            (folder / "GENERATED.json").write_text(json.dumps({"real_size": True}))
+        runner = Runner(question(None), SimpleNamespace(source=str(folder)), None)
+        results = Results("q3", "smoke", "none", "cpu", {}, tmp_path / f"out{marked}")
+        finish(results, runner, None)
+        assert json.loads((tmp_path / f"out{marked}" / "metrics.json").read_text())["data_generated"] is marked

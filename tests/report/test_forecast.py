@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from labkit.report import forecast as wt
+from labkit.report import rates
 from labkit.questions.contract import evaluation
 
 # fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
@@ -58,18 +59,6 @@ def test_prediction_is_images_over_rates():
     assert lines[-1].startswith("  in all: 11 s")
 
 
-def test_a_rate_is_measured_through_fit_and_predict():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        s = wt.shrink(wt.Setting("resnet18", 64, 224, 64, 50, True, augment=True))
-        assert (s.stored_size, s.image_size, s.batch_size) == (12, 16, 4)  # still upsampled on the device
-        kw = dict(device=torch.device("cpu"), steps=1, min_images=4, repeats=1)
-        assert wt.measure_rate(s, **kw) > 0 and wt.measure_rate(evaluation(s, 4), **kw) > 0
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_the_cpu_profile_trains_on_subsets_and_tests_on_everything():
     passes = wt.full_profile_passes("cpu")
     assert images(passes, "q1", "finetune seed 0: training") == 5_000 * 2
@@ -81,22 +70,9 @@ def test_the_cpu_profile_trains_on_subsets_and_tests_on_everything():
     assert {p.setting.stored_size for p in passes if p.notebook != "q3"} == {96, 64}
 
 
-def test_a_quick_rate_times_single_steps_through_fit_and_predict():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        s = wt.Setting("smallcnn", 16, 16, 4, 2, True, precision="fp32")
-        r = wt.quick_rate(s, torch.device("cpu"), steps=2)
-        assert r["fast"] >= r["rate"] >= r["slow"] > 0 and (r["precision"], r["batch"]) == ("fp32", 4)
-        assert wt.quick_rate(evaluation(s, 8), torch.device("cpu"), steps=2)["batch"] == 8
-        assert wt.measurement_batch(wt.Setting("resnet50", 96, 224, 64, 10, True)) == 8  # ImageNet's size: small
-    finally:
-        torch.set_num_threads(threads)
-
-
 def test_the_forecast_measures_each_setting_once_then_reads_the_rate_cache(monkeypatch):
     measured = []
-    monkeypatch.setattr(wt, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: measured.append(s) or {
+    monkeypatch.setattr(rates, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: measured.append(s) or {
         "rate": 100.0, "fast": 125.0, "slow": 80.0, "precision": "fp32", "batch": 4})
     first = wt.forecast("smoke", ["q3"])
     n = len(measured)
@@ -116,7 +92,7 @@ def test_the_forecast_measures_each_setting_once_then_reads_the_rate_cache(monke
 
 
 def test_missing_real_data_is_named_with_its_download(monkeypatch):
-    monkeypatch.setattr(wt, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: {
+    monkeypatch.setattr(rates, "quick_rate", lambda s, device, steps=wt.QUICK_STEPS: {
         "rate": 1e4, "fast": 1e4, "slow": 1e4, "precision": "bf16", "batch": 4})
     monkeypatch.setattr(wt, "decode_seconds_per_file", lambda kind, size: 0.001)
     fc = wt.forecast("cpu", ["q3"], overrides={"weights": "none"})  # q3 declares no weights: ignored

@@ -45,3 +45,18 @@ def test_banner_escapes_what_it_shows():
     assert "/tmp/&lt;b&gt;weights&lt;/b&gt;.pt" in html and "<b>" not in html
     assert "<br>a &lt; b &amp; c</div>" in html
     assert "background:#fff3cd" in html  # anything but ImageNet's own weights gets the warning colour
+
+
+def test_data_banner_flags_a_real_size_generated_set_only(isolated_root):
+    pytest.importorskip("IPython")
+    from labkit.data.real_size import generate_real_size
+    from labkit.data.synthetic import write_stl10
+    root, _ = generate_real_size("dogs-vs-cats", workers=1, per_class=1)
+    html = pages.data_banner(root).data
+    assert html.startswith("<div style='background:#f8d7da") and html.endswith("</div>")
+    assert "GENERATED DATA, not the real dogs-vs-cats" in html and "The accuracies below are not results." in html
+    assert "<code>labkit data --generate-real-size</code>" in html
+    assert pages.data_banner(root / "train").data == html  # a data_dir naming the folder inside
+    assert pages.data_banner(isolated_root / "data").data == ""  # real data: nothing shown
+    demo = write_stl10(isolated_root / "demo", train_per_class=1, test_per_class=1)
+    assert pages.data_banner(demo).data == ""  # the demo's sets are flagged by their weights banner and profile

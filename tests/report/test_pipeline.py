@@ -98,6 +98,26 @@ def _index_links(root: Path) -> set[str]:
     return set(re.findall(r"href='([^']+)'", (root / "index.html").read_text()))
 
 
+def test_the_index_flags_real_data_that_a_generator_wrote(tmp_path):
+    """Runs on data_source real whose data came from ``labkit data --generate-real-size`` (metrics.json's
+    data_generated) get a box of their own on the index; real data and the demo's synthetic data do not."""
+    results = [report.NotebookResult("q1"), report.NotebookResult("q3")]
+    run = {"runs": {}, "weights": "none", "device": "cpu"}
+
+    def index(q1: dict, q3: dict) -> str:
+        written = {"q1": {**run, **q1}, "q3": {**run, **q3}}
+        return report.build_index(tmp_path, "cpu", results, written, {"profile": "cpu"}).read_text()
+
+    real = {"params": {"data_source": "real"}, "data_generated": False}
+    generated = {"params": {"data_source": "real"}, "data_generated": True}
+    page = index(real, generated)
+    assert "<div class='generated'>GENERATED DATA (q3): the datasets were drawn by" in page
+    assert "Their accuracies are not results." in page and "Synthetic data (the demo" not in page
+    assert "GENERATED DATA" not in index(real, real)
+    demo = {"params": {"data_source": "synthetic"}, "data_generated": True}
+    assert "GENERATED DATA" not in index(demo, demo)  # the demo has its own sentence
+
+
 def test_index_summary_has_our_numbers_beside_the_original(smoke_report):
     root, code = smoke_report
     assert code == 0  # with or without Chromium: a report whose notebooks all ran exits 0
