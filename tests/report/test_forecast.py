@@ -1,11 +1,9 @@
 """The full profile's workload, from its parameter files and the real datasets' sizes, and the predicted
 wall time's arithmetic; one rate measured at tiny size on the CPU."""
 import pytest
-import torch
 
 from labkit.report import forecast as wt
 from labkit.report import rates
-from labkit.questions.contract import evaluation
 
 # fit registers every CPU training under data/cache/running (its thread share): keep that out of the checkout
 pytestmark = pytest.mark.usefixtures("isolated_root")
