@@ -42,6 +42,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", parents=[common], help="benchmarks against plain baselines, printed as ratios")
     p.set_defaults(func=bench)
     p.add_argument("--repeats", type=int, default=7, help="interleaved repeats per comparison (medians)")
+    p.add_argument("--only", choices=["cpu"], default=None,
+                   help="cpu: only CPU training near the machine's limit (precision, channels-last, torch.compile "
+                   "against today's path; achieved vs peak GFLOP/s), a few minutes")
+    p.add_argument("--json", action="store_true", help="with --only cpu: one JSON object on stdout "
+                   "(cpu_train_speedup, achieved_fraction_of_peak), the lines on stderr")
     p.add_argument("--gpu", action="store_true", help="the CUDA benchmark: ResNet-50/18 and the small CNN against "
                    "an ImageFolder + DataLoader loop, Q1's feature pass, the full profile's predicted wall time")
 
@@ -231,8 +236,16 @@ def bench(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from labkit.bench.gpu import main as bench_gpu
         bench_gpu(args.repeats)
         return 0
-    from labkit.bench.cpu import main as bench_cpu
-    bench_cpu(args.repeats)
+    from labkit.bench import cpu_train
+    if args.json and args.only != "cpu":
+        raise ParameterError("--json goes with --only cpu (the whole benchmark prints lines only)")
+    if args.only != "cpu":
+        from labkit.bench.cpu import main as bench_cpu
+        bench_cpu(args.repeats)
+    result = cpu_train.main(max(args.repeats, 5), as_json=args.json)
+    if args.json:
+        import json
+        print(json.dumps({k: result[k] for k in ("cpu_train_speedup", "achieved_fraction_of_peak")}))
     return 0
 
 

@@ -156,7 +156,7 @@ def test_interrupt_is_one_line(isolated_root, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- every subcommand
 
 COMMANDS = {"data": ["--datasets", "--no-weights", "--generate-real-size", "--data-root"],
-            "bench": ["--repeats", "--gpu"], "check-device": [],
+            "bench": ["--repeats", "--only", "--json", "--gpu"], "check-device": [],
             "report": ["--profile", "--only", "--timeout", "--out", "--set", "--yes"],
             "plan": ["--profile", "--only", "--set", "--json"],
             "sweep": ["notebook", "--param", "--seeds", "--jobs", "--scheduler", "--profile", "--timeout", "--out"],

@@ -121,3 +121,37 @@ def validate(key: str, params: dict) -> dict:
     except ParameterError as err:
         raise ParameterError(f"{NOTEBOOKS[key]}: {err}") from None
     return P
+
+
+# What never counts as a reduction: where things go, how they run, which machine.
+NOT_REDUCTIONS = {"profile", "output_dir", "data_dir", "device", "keep_checkpoints", "precision", "embedding_method",
+                  "embedding_classes"}
+
+
+def reductions(key: str, P: dict) -> list[str]:
+    """What these parameters change against the full profile (the original's setting), one phrase each, e.g.
+    "image_size 64 (full: 224)" or "ce: epochs 2 (full: 12)"; [] for the full profile itself or synthetic data
+    (whose pages say so already)."""
+    if P.get("profile") == "full" or P.get("data_source") != "real":
+        return []
+    full = resolved_parameters(key, "full")
+    out = []
+    for name, value in P.items():
+        if name in NOT_REDUCTIONS or name not in full or value == full[name]:
+            continue
+        if isinstance(value, list) and value and isinstance(value[0], dict):  # a list of runs: compare by name
+            theirs, runs_by_change = {r.get("name"): r for r in full[name]}, {}
+            for run in value:
+                other = theirs.get(run.get("name"), {})
+                changed = ", ".join(f"{k} {v} (full: {other[k]})" for k, v in run.items()
+                                    if k in other and other[k] != v)
+                if changed:
+                    runs_by_change.setdefault(changed, []).append(run["name"])
+            out += [f"{', '.join(names)}: {changed}" for changed, names in runs_by_change.items()]
+        else:
+            out.append(f"{name} {_shown(value)} (full: {_shown(full[name])})")
+    return out
+
+
+def _shown(value) -> str:
+    return "all" if value is None else str(value)

@@ -35,6 +35,19 @@ def banner(weights: str, arch: str, extra: str = ""):
         imagenet=weights == "imagenet", text=describe_weights(weights, arch), extra=extra).strip())
 
 
+def reduced_banner(key: str, P: dict):
+    """The notebooks' visible box listing what these parameters reduce against the full profile (the original's
+    setting), e.g. the cpu profile's sizes and epochs; nothing for the full profile or synthetic data."""
+    from IPython.display import HTML
+
+    from labkit.questions.registry import reductions
+    changes = reductions(key, P)
+    if not changes:
+        return HTML("")
+    return HTML(_environment().get_template("reduced.html.j2").render(reductions=changes, key=key,
+                                                                      profile=P["profile"]).strip())
+
+
 def data_banner(source):
     """The notebooks' visible box for data generated at the real datasets' sizes (``labkit data
     --generate-real-size``, marked by ``GENERATED.json`` in ``source``, the folder the data came from): they time

@@ -221,6 +221,13 @@ def claims_table(root: Path, results: list[NotebookResult]) -> tuple[list[dict],
     return rows, counts(table)
 
 
+def _reductions(key: str, params: dict | None) -> list[str]:
+    """What a notebook's parameters (as its metrics.json keeps them) reduce against the full profile."""
+    if not params or registry.QUESTIONS[key].module is None:
+        return []
+    return registry.reductions(key, params)
+
+
 def build_index(root: Path, profile: str, results: list[NotebookResult], written: dict[str, dict],
                 facts: dict) -> Path:
     """``index.html`` (from ``templates/pages/index.html.j2``): facts, links to every page, and the summary table
@@ -234,6 +241,7 @@ def build_index(root: Path, profile: str, results: list[NotebookResult], written
             for _, row in table.iterrows()]
     notebooks = [{"title": registry.title(r.key, written.get(r.key, {}).get("params")), "seconds": f"{r.seconds:.0f}",
                   "forecast": f"{r.forecast_seconds:.0f}" if r.forecast_seconds is not None else "",
+                  "reduced": _reductions(r.key, written.get(r.key, {}).get("params")),
                   "error": (r.error or "") if r.status == "failed" else None, "files": r.files} for r in results]
     # sweeps written under this profile's folder (reports/<profile>/sweeps/<nb>/) get a link each
     sweeps = [(p.parent.name, p.relative_to(root).as_posix()) for p in sorted(root.glob("sweeps/*/sweep.html"))]

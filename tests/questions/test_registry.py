@@ -271,3 +271,15 @@ def test_defaults_are_read_from_the_cell_without_running_it(tmp_path):
         registry.cell_defaults("x: int = __import__('os').getpid()\n")
     assert registry.default_parameters("q3")["runs_order"][1] == {"name": "sorted", "optimizer": "adam",
                                                                   "order": "class_sorted"}
+
+
+def test_the_cpu_profile_names_what_it_reduces_against_the_full_profile():
+    q2 = registry.reductions("q2", registry.resolved_parameters("q2", "cpu"))
+    assert "image_size 64 (full: 224)" in q2 and "train_per_class 300 (full: all)" in q2
+    assert "ce: lr 0.0001 (full: 1e-05), epochs 2 (full: 12)" in q2
+    q3 = registry.reductions("q3", registry.resolved_parameters("q3", "cpu"))
+    assert "sgd, sgd_momentum: epochs 2 (full: 5)" in q3  # runs with the same change share one phrase
+    timing = registry.reductions("q1", registry.resolved_parameters("q1", "cpu", weights="none"))
+    assert "weights none (full: imagenet)" in timing
+    assert registry.reductions("q1", registry.resolved_parameters("q1", "full")) == []
+    assert registry.reductions("q1", registry.resolved_parameters("q1", "demo")) == []  # synthetic: said elsewhere

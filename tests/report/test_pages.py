@@ -60,3 +60,12 @@ def test_data_banner_flags_a_real_size_generated_set_only(isolated_root):
     assert pages.data_banner(isolated_root / "data").data == ""  # real data: nothing shown
     demo = write_stl10(isolated_root / "demo", train_per_class=1, test_per_class=1)
     assert pages.data_banner(demo).data == ""  # the demo's sets are flagged by their weights banner and profile
+
+
+def test_the_reduced_box_lists_the_reductions_and_nothing_for_the_full_profile():
+    from labkit.questions.registry import resolved_parameters
+    from labkit.report.pages import reduced_banner
+    html = reduced_banner("q3", resolved_parameters("q3", "cpu")).data
+    assert "Reduced against the original" in html and "image_size 64 (full: 128)" in html
+    assert "notebooks/params/cpu/q3.yaml" in html
+    assert reduced_banner("q3", resolved_parameters("q3", "full")).data == ""
