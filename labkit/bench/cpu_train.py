@@ -38,7 +38,7 @@ def q2_setting() -> dict:
 def training_step(precision: str, channels_last: bool, compiled: bool, image_size: int, batch_size: int,
                   num_classes: int):
     """One ResNet-18 training step as labkit's loop takes it (autocast around forward and loss, Adam), on one
-    fixed batch: a function that runs it once."""
+    fixed batch: a function that runs it once (``.model``: the network it trains)."""
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     model = classifier(resnet("resnet18", "none"), num_classes)
@@ -58,6 +58,7 @@ def training_step(precision: str, channels_last: bool, compiled: bool, image_siz
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    step.model = model  # for the tests: what the step trains
     return step
 
 

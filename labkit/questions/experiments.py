@@ -96,8 +96,9 @@ class Runner:
                 self._done[key] = Outcome(run.name, run.settings, run.seed, None, np.array([]), np.array([]),
                                           error=failure_message(err, run))
         done = self._done[key]  # recorded under this run's own name; its own copies of what a notebook may edit
-        return dataclasses.replace(done, name=run.name, settings=run.settings, seed=run.seed, metrics=dict(done.metrics),
-                                   cost=dict(done.cost))
+        # the settings it trained with: the run's, as train_and_test resolved them (precision "auto" -> "bf16")
+        return dataclasses.replace(done, name=run.name, settings={**run.settings, **done.settings}, seed=run.seed,
+                                   metrics=dict(done.metrics), cost=dict(done.cost))
 
 
 def failure_message(err: Exception, run: Run) -> str:

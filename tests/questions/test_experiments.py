@@ -163,6 +163,16 @@ def test_equal_settings_train_once():
     assert isinstance(summarize(out, "q3", 0.5), pd.DataFrame)
 
 
+def test_each_name_records_the_settings_its_training_resolved():
+    def train(run):  # as the questions do: "auto" resolved on the device before the key and the record
+        return Outcome(run.name, {**run.settings, "precision": "bf16"}, run.seed, None, np.array([0]), np.array([0]))
+
+    out = Runner(question(train), None, None)({"adam": [Run("adam", {"lr": 1, "precision": "auto"}, 0)],
+                                               "adam_bs64": [Run("adam_bs64", {"lr": 1, "precision": "auto"}, 0)]})
+    assert out["adam"][0].settings == out["adam_bs64"][0].settings == {"lr": 1, "precision": "bf16"}
+    assert out["adam"][0].settings is not out["adam_bs64"][0].settings
+
+
 @pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
                                    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")],
                          ids=["OutOfMemoryError", "RuntimeError"])
