@@ -278,7 +278,8 @@ def test_the_cpu_profile_names_what_it_reduces_against_the_full_profile():
     assert "image_size 64 (full: 224)" in q2 and "train_per_class 300 (full: all)" in q2
     assert "ce: lr 0.0001 (full: 1e-05), epochs 2 (full: 12)" in q2
     q3 = registry.reductions("q3", registry.resolved_parameters("q3", "cpu"))
-    assert "sgd, sgd_momentum: epochs 2 (full: 5)" in q3  # runs with the same change share one phrase
+    assert "adam_bs16, adam_bs32, adam_bs64: epochs 5 (full: 12)" in q3  # runs with the same change share one phrase
+    assert not any(r.startswith("sgd:") for r in q3)  # mini-batch SGD keeps the original's 5 epochs
     timing = registry.reductions("q1", registry.resolved_parameters("q1", "cpu", weights="none"))
     assert "weights none (full: imagenet)" in timing
     assert registry.reductions("q1", registry.resolved_parameters("q1", "full")) == []
