@@ -26,6 +26,11 @@ CANDIDATES = {
     "bf16 autocast, channels-last, torch.compile": ("bf16", True, True),
 }
 TODAY = "today: fp32, contiguous"
+# Where precision "auto" draws its line on a CPU with native bf16: (label, model, image size, batch size, today's
+# layout). The demo's ResNet-18 at 32 px; Q3's small CNN at batch 64 and at batch 1 (it was channels-last already).
+RULE_CHECKS = [("demo ResNet-18, 32 px, batch 32", "resnet18", 32, 32, False),
+               ("Q3 small CNN, 64 px, batch 64", "smallcnn", 64, 64, True),
+               ("Q3 small CNN, 64 px, batch 1 (SGD)", "smallcnn", 64, 1, True)]
 
 
 def q2_setting() -> dict:
@@ -60,6 +65,50 @@ def training_step(precision: str, channels_last: bool, compiled: bool, image_siz
         opt.zero_grad(set_to_none=True)
     step.model = model  # for the tests: what the step trains
     return step
+
+
+def small_step(model_name: str, precision: str, channels_last: bool, image_size: int, batch_size: int):
+    """A training step of the model a rule check names (Adam, cross-entropy, two or ten classes)."""
+    from labkit.models import SmallCNN
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=2) if model_name == "smallcnn" else classifier(resnet(model_name, "none"), 10)
+    x, y = torch.randn(batch_size, 3, image_size, image_size), torch.arange(batch_size) % 2
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    model.train()
+
+    def step():
+        with autocast(torch.device("cpu"), precision):
+            out = model(x)
+            loss = F.cross_entropy(out.logits if hasattr(out, "logits") else out, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def rule_checks(repeats: int, quiet: bool) -> dict:
+    """Each rule check's step: today's path against bf16 autocast with channels-last, and what "auto" picks."""
+    out = {}
+    for label, model_name, size, batch, today_layout in RULE_CHECKS:
+        steps = {"today": small_step(model_name, "fp32", today_layout, size, batch),
+                 "bf16": small_step(model_name, "bf16", True, size, batch)}
+        inner = max(1, 256 // batch)  # a batch-1 step is too short to time alone
+
+        def repeated(step):
+            def run():
+                for _ in range(inner):
+                    step()
+            return run
+        for step in steps.values():
+            step()
+        seconds = interleaved({k: repeated(v) for k, v in steps.items()}, repeats)
+        auto = resolve_precision("auto", torch.device("cpu"), model_name, size, batch)
+        ratio = seconds["today"] / seconds["bf16"]
+        out[label] = {"bf16_speedup": round(ratio, 3), "auto": auto}
+        log(f"  {label}: bf16 autocast + channels-last {ratio:.2f}x today's -> auto picks {auto}", quiet)
+    return out
 
 
 def step_flops(image_size: int, batch_size: int, num_classes: int) -> int:
@@ -123,6 +172,8 @@ def main(repeats: int = 5, as_json: bool = False) -> dict:
     log(f"  achieved: {flops / 1e9:.1f} GFLOP per step (forward and backward) in {seconds[chosen] * 1e3:.0f} ms -> "
         f"{achieved:,.0f} GFLOP/s; a {auto} 2048 x 2048 matrix multiply on this machine: {peak:,.0f} GFLOP/s -> "
         f"{100 * achieved / peak:.0f} % of that peak", as_json)
+    log("where precision: auto draws its line (same kind of step, same run):", as_json)
+    checks = rule_checks(repeats, as_json)
     if auto == "bf16":
         fp32_peak = matmul_peak("fp32")
         log(f"  for comparison, today's fp32 step: {flops / seconds[TODAY] / 1e9:,.0f} GFLOP/s of an fp32 peak of "
@@ -130,4 +181,5 @@ def main(repeats: int = 5, as_json: bool = False) -> dict:
     return {"cpu_train_speedup": round(seconds[TODAY] / seconds[chosen], 3),
             "achieved_fraction_of_peak": round(achieved / peak, 3),
             "img_per_s": {name: round(s["batch_size"] / sec, 1) for name, sec in seconds.items()},
-            "chosen": chosen, "gflop_per_step": round(flops / 1e9, 2), "peak_gflop_per_s": round(peak, 1)}
+            "chosen": chosen, "gflop_per_step": round(flops / 1e9, 2), "peak_gflop_per_s": round(peak, 1),
+            "rule_checks": checks}

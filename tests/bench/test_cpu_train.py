@@ -40,9 +40,10 @@ def test_the_summary_is_the_ratio_of_the_medians(monkeypatch, capsys):
     monkeypatch.setattr(cpu_train, "q2_setting", lambda: {"image_size": 16, "batch_size": 2, "num_classes": 3})
     monkeypatch.setattr(cpu_train, "CANDIDATES", {k: v for k, v in cpu_train.CANDIDATES.items() if not v[2]})
     seconds = {name: 0.1 * (i + 1) for i, name in enumerate(cpu_train.CANDIDATES)}
-    monkeypatch.setattr(cpu_train, "interleaved", lambda fns, repeats: {k: seconds[k] for k in fns})
+    monkeypatch.setattr(cpu_train, "interleaved", lambda fns, repeats: {k: seconds.get(k, 0.1) for k in fns})
     monkeypatch.setattr(cpu_train, "step_flops", lambda **s: 2e9)
     monkeypatch.setattr(cpu_train, "matmul_peak", lambda precision, **k: 100.0)
+    monkeypatch.setattr(cpu_train, "RULE_CHECKS", [("tiny", "smallcnn", 16, 2, True)])
     for native in (True, False):
         monkeypatch.setattr("labkit.device.native_bf16_cpu", lambda: native)
         monkeypatch.setattr(cpu_train, "native_bf16_cpu", lambda: native)
