@@ -188,7 +188,7 @@ def plan_notebook(key: str, P: dict, device: torch.device, log=None, pretrained:
         n_files = P["num_classes"] * 550 if key == "q2" else 25_000  # Tiny ImageNet: train + val per class
         per_file = decode_seconds_per_file(DECODED_FILES[key], P["image_size"])
         decode = n_files * (per_file + FILE_OVERHEAD_SECONDS) / max(1, min(8, os.cpu_count() or 1))
-        lines.append(f"decoding {n_files:,} files on a cold cache: about {_minutes(decode)}")
+        lines.append(f"decoding {n_files:,} files on a cold cache: about {_clock(decode)}")
         estimated += decode
         est_low, est_high = est_low + decode * ESTIMATE_SPREAD[0], est_high + decode * ESTIMATE_SPREAD[1]
     if key == "q1" and any(r["method"] == "svm" for part in question.plan(P).values()
@@ -197,7 +197,7 @@ def plan_notebook(key: str, P: dict, device: torch.device, log=None, pretrained:
             (8_000 if P["data_source"] == "real" else 10 * P["synthetic_test_per_class"])
         dim = 1000 if P["feature_layer"] == "fc" else (2048 if P["arch"] == "resnet50" else 512)
         svm_low, svm_high = svm_seconds(max(n_train, 1), dim)
-        lines.append(f"SVM on {n_train:,} features: {_minutes(svm_low)}-{_minutes(svm_high)}")
+        lines.append(f"SVM on {n_train:,} features: {_clock(svm_low)}-{_clock(svm_high)}")
         estimated += (svm_low + svm_high) / 2
         est_low, est_high = est_low + svm_low, est_high + svm_high
     plan_ = question.plan(P)
@@ -208,7 +208,7 @@ def plan_notebook(key: str, P: dict, device: torch.device, log=None, pretrained:
     for p in passes:
         kind = p.what.split(": ")[-1] if ": " in p.what else p.what
         by_setting[kind] = by_setting.get(kind, 0.0) + p.images / rates[p.setting]["rate"]
-    lines = data_lines + [f"{what}: {_minutes(sec)}" for what, sec in by_setting.items()] + lines
+    lines = data_lines + [f"{what}: {_clock(sec)}" for what, sec in by_setting.items()] + lines
     precisions = sorted({rates[p.setting]["precision"] for p in passes if p.setting.train})
     if precisions:
         lines.append(f"training precision on this device: {', '.join(precisions)}")

@@ -37,7 +37,7 @@ def test_a_matmul_peak_is_measured_in_each_precision():
 
 
 def test_the_summary_is_the_ratio_of_the_medians(monkeypatch, capsys):
-    monkeypatch.setattr(cpu_train, "q2_setting", lambda: {"image_size": 16, "batch_size": 2, "num_classes": 3})
+    monkeypatch.setattr(cpu_train, "q2_setting", lambda: {"image_size": 64, "batch_size": 2, "num_classes": 3})
     monkeypatch.setattr(cpu_train, "CANDIDATES", {k: v for k, v in cpu_train.CANDIDATES.items() if not v[2]})
     seconds = {name: 0.1 * (i + 1) for i, name in enumerate(cpu_train.CANDIDATES)}
     monkeypatch.setattr(cpu_train, "interleaved", lambda fns, repeats: {k: seconds.get(k, 0.1) for k in fns})
