@@ -162,10 +162,9 @@ def test_precision_reaches_fine_tuning_but_never_the_feature_pass(P, data, monke
                         or real(*a, **k))
     out, call = finetune(P, data, monkeypatch, P_over={"precision": "bf16"})
     assert call["precision"] == out.settings["precision"] == "bf16" and asked == ["bf16"]
-    asked.clear()
     svm = q1.plan({**P, "precision": "bf16", "runs": [{"name": "svm"}]})["svm"]["svm"][0]
-    q1.train_and_test(svm, data, CPU)
-    assert asked and set(asked) == {"fp32"} and "precision" not in svm.settings  # not in the SVM's key either
+    assert "precision" not in svm.settings  # not in the SVM's key: its feature pass is fp32 whatever is asked
+    # (that the pass asks predict for fp32: test_q1_transfer.test_the_feature_pass_runs_in_full_precision)
 
 
 def test_train_per_class_serves_the_svm_and_fine_tuning_and_keeps_every_test_image(P, data):

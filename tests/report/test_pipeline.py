@@ -278,7 +278,7 @@ def test_a_forecast_over_an_hour_asks_on_a_terminal(monkeypatch, capsys):
     assert report.announce("cpu", ["q3"], {}, yes=False) == {"q3": 4000.0}
     monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked despite --yes"))
     assert report.announce("cpu", ["q3"], {}, yes=True) == {"q3": 4000.0}
-    assert "forecast for profile cpu on a CPU: 1.1 h" in capsys.readouterr().out
+    assert "forecast for profile cpu on a CPU: 66.8 min" in capsys.readouterr().out
 
 
 def test_a_forecast_over_an_hour_warns_in_a_log_and_goes_on(monkeypatch, capsys):
