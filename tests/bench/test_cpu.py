@@ -135,10 +135,13 @@ def test_main_restores_an_unset_root_even_when_a_comparison_fails(monkeypatch):
 
 
 def test_the_cli_passes_repeats(monkeypatch):
-    got = []
+    from labkit.bench import cpu_train
+    got, train = [], []
     monkeypatch.setattr(bench, "main", lambda repeats: got.append(repeats))
-    assert cli.main(["bench", "--repeats", "3"]) == 0 and got == [3]
-    assert cli.main(["bench"]) == 0 and got == [3, 7]
+    monkeypatch.setattr(cpu_train, "main", lambda repeats, as_json: train.append(repeats) or {})
+    assert cli.main(["bench", "--repeats", "3"]) == 0 and got == [3] and train == [5]  # at least 5 repeats there
+    assert cli.main(["bench"]) == 0 and got == [3, 7] and train == [5, 7]
+    assert cli.main(["bench", "--only", "cpu"]) == 0 and got == [3, 7] and train == [5, 7, 7]  # that part alone
 
 
 def test_standin_line_reads_the_stand_ins_own_report(isolated_root):
