@@ -236,3 +236,84 @@ def test_finish_records_whether_the_data_were_generated(tmp_path):
         results = Results("q3", "smoke", "none", "cpu", {}, tmp_path / f"out{marked}")
         finish(results, runner, None)
         assert json.loads((tmp_path / f"out{marked}" / "metrics.json").read_text())["data_generated"] is marked
+
+
+# ----------------------------------------------------------------------------- pair_test, each branch by hand
+
+def _outcome(name, seed, right, n=20, wrong_first=False):
+    """A run whose predictions are right on ``right`` of ``n`` images (the first ones, or the last ones)."""
+    y_true = np.zeros(n, dtype=int)
+    hits = np.arange(n) >= n - right if wrong_first else np.arange(n) < right
+    return Outcome(name, {}, seed, None, y_true, np.where(hits, 0, 1))
+
+
+def test_pair_test_of_two_deterministic_methods_is_mcnemar_on_the_same_images():
+    from labkit.questions.experiments import _power_margin, pair_test
+    a, b = [_outcome("svm", 0, 16)], [_outcome("zero_shot", 0, 10, wrong_first=True)]
+    # a right on images 0-15, b on 10-19: only a on 0-9 (10), only b on 16-19 (4), n = 20
+    t = pair_test(a, b, {"svm", "zero_shot"}, similar=False, margin=0.0)
+    assert t["d"] == pytest.approx(0.8 - 0.5) and t["seeds"] == 1 and t["recipe"] is True
+    assert (t["low"], t["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.95)
+    assert t["p"] == metrics.mcnemar(a[0].y_true, a[0].y_pred, b[0].y_pred)
+    se = np.sqrt(10 + 4 - (10 - 4) ** 2 / 20) / 20
+    assert t["min_detectable"] == pytest.approx(_power_margin(10 ** 6) * se)
+    assert t["test"].startswith("McNemar, same test images (deterministic methods")
+    similar = pair_test(a, b, {"svm", "zero_shot"}, similar=True, margin=0.02)
+    assert (similar["low"], similar["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.90)
+
+
+def test_pair_test_of_one_seed_each_judges_two_networks_not_recipes():
+    from labkit.questions.experiments import pair_test
+    t = pair_test([_outcome("adam", 3, 12)], [_outcome("sgd", 3, 15)], set(), similar=False, margin=0.0)
+    assert t["recipe"] is False and t["d"] == pytest.approx(-0.15) and t["seeds"] == 1
+    assert "one seed" in t["test"] and "cannot judge a recipe" in t["test"]
+
+
+@pytest.mark.parametrize("recipe_first", [True, False])
+def test_pair_test_of_seeds_against_a_deterministic_method_is_a_one_sample_t_test(recipe_first):
+    from labkit.questions.experiments import _power_margin, pair_test
+    seeds = [_outcome("finetune", k, right) for k, right in enumerate((18, 16, 17))]  # 0.90, 0.80, 0.85
+    fixed = [_outcome("svm", 0, 16)]  # 0.80
+    a, b = (seeds, fixed) if recipe_first else (fixed, seeds)
+    t = pair_test(a, b, {"svm"}, similar=False, margin=0.0)
+    diffs = np.array([0.10, 0.0, 0.05]) * (1 if recipe_first else -1)  # always a - b
+    assert t["d"] == pytest.approx(diffs.mean()) and t["seeds"] == 3 and t["recipe"] is True
+    assert t["p"] == pytest.approx(metrics.seed_test(list(diffs), [0.0] * 3)[1])
+    assert (t["low"], t["high"]) == pytest.approx(metrics.mean_interval(diffs, 0.95))
+    assert t["min_detectable"] == pytest.approx(_power_margin(3) * diffs.std(ddof=1) / np.sqrt(3))
+    assert t["test"] == "one-sample t-test of the per-seed differences against the deterministic method"
+
+
+def test_pair_test_of_two_recipes_pairs_seed_k_with_seed_k_over_the_common_seeds():
+    from labkit.questions.experiments import _power_margin, pair_test
+    a = [_outcome("adam", k, right) for k, right in ((0, 20), (1, 18), (2, 15), (4, 19))]
+    b = [_outcome("sgd", k, right) for k, right in ((1, 14), (2, 15), (3, 2), (4, 11))]
+    t = pair_test(a, b, set(), similar=True, margin=0.02)
+    diffs = np.array([18 - 14, 15 - 15, 19 - 11]) / 20  # seeds 1, 2 and 4; seeds 0 and 3 have no partner
+    assert t["d"] == pytest.approx(diffs.mean()) and t["seeds"] == 3 and t["recipe"] is True
+    assert (t["low"], t["high"]) == pytest.approx(metrics.mean_interval(diffs, 0.90))  # a "similar" claim: 90 %
+    assert t["p"] == pytest.approx(metrics.seed_test(list(diffs), [0.0] * 3)[1])
+    assert t["min_detectable"] == pytest.approx(_power_margin(3) * diffs.std(ddof=1) / np.sqrt(3))
+    assert t["test"] == "paired t-test over seeds (seed k with seed k)"
+    one_common = pair_test(a, [_outcome("sgd", 1, 14), _outcome("sgd", 3, 2)], set(), similar=False, margin=0.0)
+    assert one_common == {"d": None, "low": None, "high": None, "p": None, "min_detectable": None, "seeds": 1,
+                          "recipe": False, "test": "fewer than 2 common seeds"}
+
+
+def test_the_power_margin_is_t_0975_plus_t_080_with_n_minus_1_degrees_of_freedom():
+    from labkit.questions.experiments import _power_margin
+    assert _power_margin(3) == pytest.approx(4.302653 + 1.060660, abs=1e-5)  # t tables, 2 degrees of freedom
+    assert _power_margin(5) == pytest.approx(2.776445 + 0.940965, abs=1e-5)  # 4 degrees of freedom
+
+
+def test_one_seed_verdicts_speak_of_two_networks_and_seed_verdicts_name_the_better_run():
+    one = noise_verdicts({"a": [_outcome("a", 0, 200, n=400)], "b": [_outcome("b", 0, 330, n=400)],
+                          "c": [_outcome("c", 0, 201, n=400)]}, ["a", "b", "c"])
+    rows = {(r["run A"], r["run B"]): r["verdict"] for _, r in one.iterrows()}
+    assert rows[("a", "b")] == "these two trained networks differ (one seed: not a verdict on the recipes)"
+    assert rows[("a", "c")] == "these two trained networks do not differ (one seed: not a verdict on the recipes)"
+    seeds = noise_verdicts({"a": [_outcome("a", k, r, n=400) for k, r in enumerate((200, 204, 198, 201, 199))],
+                            "b": [_outcome("b", k, r, n=400) for k, r in enumerate((300, 305, 297, 301, 302))]},
+                           ["a", "b"])
+    (row,) = seeds.to_dict("records")
+    assert row["verdict"] == "real difference: b better" and row["A - B"] < 0 and row["Holm p"] < 0.05
