@@ -78,13 +78,15 @@ def _minutes(seconds: float) -> str:
 # device, torch, thread count and code. The range (low-high) is the spread of those steps, widened for what
 # is estimated rather than timed (decoding, the SVM, kernel start and rendering).
 
-# Kernel start with labkit's imports, and rendering one notebook to two HTML pages and a PDF page: measured
-# on the 2-core machine (demo report, December 2026); the same order of magnitude on any laptop.
+# Kernel start with labkit's imports, and rendering one notebook to two HTML pages and a PDF page: an estimate,
+# not timed per machine (with it the demo's and the cpu profile's forecasts came within 13 % and 3 % of their
+# cold runs on the 2-core machine; README).
 NOTEBOOK_OVERHEAD_SECONDS = 12.0
 REPORT_OVERHEAD_SECONDS = 6.0  # the index, the merged PDF
 ESTIMATE_SPREAD = (0.8, 1.5)  # what is estimated, not timed: low and high factors
 DATASETS = {"q1": "stl10", "q2": "tiny-imagenet-200", "q3": "dogs-vs-cats"}
-# The published archives (what `make data` downloads) and their unpacked size, in bytes; about.
+# The published archives (what `make data` downloads) and their unpacked size, in bytes: approximate, for the
+# disk estimate only.
 DOWNLOAD_BYTES = {"stl10": 2_640_397_119, "tiny-imagenet-200": 248_100_043, "dogs-vs-cats": 824_887_076}
 UNPACKED_BYTES = {"stl10": 3_120_000_000, "tiny-imagenet-200": 480_000_000, "dogs-vs-cats": 850_000_000}
 IMAGENET_WEIGHTS_BYTES = {"resnet50": 102_540_417, "resnet18": 46_830_571}
