@@ -269,10 +269,8 @@ def announce(profile: str, keys: list[str], overrides: dict, yes: bool) -> dict[
     from labkit.report.forecast import forecast
     fc = forecast(profile, keys, overrides=overrides, log=lambda line: print(f"plan: {line}", flush=True))
     print("\n".join(fc.describe()), flush=True)
-    if fc.total_seconds > ASK_ABOVE_SECONDS:
-        if yes:
-            pass
-        elif sys.stdin.isatty():
+    if fc.total_seconds > ASK_ABOVE_SECONDS and not yes:
+        if sys.stdin.isatty():
             answer = input(f"This report is forecast to take {fc.total_seconds / 3600:.1f} h on this machine. "
                            f"Start it? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
