@@ -96,8 +96,8 @@ def resolve_precision(precision: str, device: torch.device, model: str, image_si
 
     "auto": bf16 on CUDA (as before); on a CPU with native bf16 (:func:`native_bf16_cpu`), bf16 where
     ``make bench`` measured it faster on such a CPU (2 cores, AVX512-BF16 and AMX): the ResNets at 64 px
-    and above (ResNet-18 at 64 px, batch 64: 1.45x with channels-last; at 32 px it is 0.9x, so the demo
-    stays fp32) and the small CNN at batch 4 and above (1.1-1.6x; batch 1: 0.94x); fp32 everywhere else.
+    and above (ResNet-18 at 64 px, batch 64: 1.55x with channels-last in ``bench --only cpu``; at 32 px it
+    is 0.9x, so the demo stays fp32) and the small CNN at batch 4 and above (1.1-1.6x; batch 1: 0.94x); fp32 everywhere else.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not allowed; allowed: {', '.join(PRECISIONS)}")

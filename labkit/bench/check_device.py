@@ -154,9 +154,9 @@ def check_batches(device: torch.device, pinned: bool = False) -> str:
 
 
 def _bf16(device: torch.device):
-    """labkit's autocast on CUDA (what training uses); on the CPU, where labkit leaves it off, the same bf16
-    autocast asked for directly, so the tests run this check's arithmetic too."""
-    return autocast(device) if device.type == "cuda" else torch.autocast("cpu", dtype=torch.bfloat16)
+    """labkit's bf16 autocast (what training uses when its precision resolves to bf16: always on CUDA), on any
+    device, so the tests run this check's arithmetic on the CPU too."""
+    return autocast(device, "bf16")
 
 
 @torch.no_grad()
