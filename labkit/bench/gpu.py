@@ -117,7 +117,9 @@ def labkit_epoch(case: Case, images: torch.Tensor, labels: torch.Tensor, device:
     batches = Batches(images, labels, case.batch_size, augment=True, device=device, channels_last=True)
 
     def epoch():
-        history = fit(model, batches, epochs=1, optimizer=opt, device=device, progress=False, channels_last=True)
+        # bf16 on CUDA, as the notebooks' precision "auto" and the plain loop here train
+        history = fit(model, batches, epochs=1, optimizer=opt, device=device, progress=False, channels_last=True,
+                      precision="bf16" if device.type == "cuda" else "fp32")
         if history.status != "ok":
             raise RuntimeError(f"labkit's {case.arch} run diverged in the benchmark: {history.message}")
     return synced(epoch, device)
