@@ -41,12 +41,14 @@ def q2_setting() -> dict:
 
 
 def training_step(precision: str, channels_last: bool, compiled: bool, image_size: int, batch_size: int,
-                  num_classes: int):
-    """One ResNet-18 training step as labkit's loop takes it (autocast around forward and loss, Adam), on one
-    fixed batch: a function that runs it once (``.model``: the network it trains)."""
+                  num_classes: int, arch: str = "resnet18"):
+    """One training step of ``arch`` (a ResNet with a new head, or "smallcnn") as labkit's loop takes it
+    (autocast around forward and loss, Adam), on one fixed batch: a function that runs it once (``.model``:
+    the network it trains)."""
+    from labkit.models import SmallCNN
     cpu = torch.device("cpu")
     torch.manual_seed(0)
-    model = classifier(resnet("resnet18", "none"), num_classes)
+    model = SmallCNN(num_classes=num_classes) if arch == "smallcnn" else classifier(resnet(arch, "none"), num_classes)
     x = torch.randn(batch_size, 3, image_size, image_size)
     y = torch.arange(batch_size) % num_classes
     if channels_last:
@@ -67,33 +69,12 @@ def training_step(precision: str, channels_last: bool, compiled: bool, image_siz
     return step
 
 
-def small_step(model_name: str, precision: str, channels_last: bool, image_size: int, batch_size: int):
-    """A training step of the model a rule check names (Adam, cross-entropy, two or ten classes)."""
-    from labkit.models import SmallCNN
-    torch.manual_seed(0)
-    model = SmallCNN(num_classes=2) if model_name == "smallcnn" else classifier(resnet(model_name, "none"), 10)
-    x, y = torch.randn(batch_size, 3, image_size, image_size), torch.arange(batch_size) % 2
-    if channels_last:
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    model.train()
-
-    def step():
-        with autocast(torch.device("cpu"), precision):
-            out = model(x)
-            loss = F.cross_entropy(out.logits if hasattr(out, "logits") else out, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
-
-
 def rule_checks(repeats: int, quiet: bool) -> dict:
     """Each rule check's step: today's path against bf16 autocast with channels-last, and what "auto" picks."""
     out = {}
     for label, model_name, size, batch, today_layout in RULE_CHECKS:
-        steps = {"today": small_step(model_name, "fp32", today_layout, size, batch),
-                 "bf16": small_step(model_name, "bf16", True, size, batch)}
+        steps = {layout: training_step(precision, channels_last, False, size, batch, 2, model_name)
+                 for layout, precision, channels_last in (("today", "fp32", today_layout), ("bf16", "bf16", True))}
         inner = max(1, 256 // batch)  # a batch-1 step is too short to time alone
 
         def repeated(step):

@@ -53,9 +53,9 @@ def describe(passes: list[Pass], rates: dict[Setting, float]) -> list[str]:
         trained = sum(p.images for p in mine if p.setting.train)
         evaluated = sum(p.images for p in mine if not p.setting.train)
         runs = len({p.what.split(":")[0] for p in mine if p.setting.train})
-        lines.append(f"  {nb}: {_minutes(total)} ({runs} training run(s): {trained:,} training images in all at "
+        lines.append(f"  {nb}: {_clock(total)} ({runs} training run(s): {trained:,} training images in all at "
                      f"{_rate_range(rates, [p for p in mine if p.setting.train])}; {evaluated:,} images evaluated)")
-    lines.append(f"  in all: {_minutes(sum(seconds.values()))} (not counted: first-time downloads and decoding, the "
+    lines.append(f"  in all: {_clock(sum(seconds.values()))} (not counted: first-time downloads and decoding, the "
                  f"SVM on the CPU, checkpoint writes, gradient-flow records)")
     return lines
 
@@ -65,10 +65,6 @@ def _rate_range(rates: dict[Setting, float], passes: list[Pass]) -> str:
     if not values:
         return "-"
     return f"{values[0]:,.0f} img/s" if len(values) == 1 else f"{values[0]:,.0f}-{values[-1]:,.0f} img/s"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 # --------------------------------------------------------------------------- the plan (python -m labkit plan)
