@@ -99,7 +99,7 @@ def test_local_cluster_sweep_writes_every_file(tiny):
     assert (root / "comparison.png").read_bytes().startswith(b"\x89PNG")
     page = (root / "sweep.html").read_text()
     assert "x=0.25_seed=1/tiny.ipynb" in page and "data:image/png;base64," in page
-    from labkit.report.pipeline import build_index
+    from labkit.report.index import build_index
     build_index(tiny / "reports" / "smoke", "smoke", [], {}, {})
     assert "href='sweeps/tiny/sweep.html'" in (tiny / "reports" / "smoke" / "index.html").read_text()
 
