@@ -4,9 +4,10 @@
 
 Each module gets a working folder of its own, ``.mutation/<module>/`` (git-ignored), holding links to the
 checkout's ``labkit/``, ``tests/`` and ``notebooks/`` and a ``setup.cfg`` that tells mutmut to mutate that
-module only and to run only its own test file(s) (``labkit/a/b.py`` -> ``tests/a/test_b.py``), with
-``-x -q -p no:randomly``; ``run.log`` there is mutmut's output. mutmut copies the package to
-``.mutation/<module>/mutants/`` and imports it from there, so the checkout's files are never changed.
+module only and to run only its own test file(s) (``labkit/a/b.py`` -> ``tests/a/test_b.py``, plus
+``MORE_TESTS``), without the tests marked slow, with ``-x -q -p no:randomly``; ``run.log`` there is mutmut's
+output. mutmut copies the package to ``.mutation/<module>/mutants/`` and imports it from there, so the
+checkout's files are never changed.
 
 At the end it prints, per module, how many mutants were killed, survived, timed out, had no test, and how
 many survivors tests/MUTATION.md judges equivalent (a mutant named there in backticks, with its reason), and
@@ -27,8 +28,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".mutation"
 NOTES = ROOT / "tests" / "MUTATION.md"
-DEFAULT_MODULES = ("labkit/metrics.py", "labkit/runs.py", "labkit/training/optim.py", "labkit/training/losses.py",
-                   "labkit/training/checkpoints.py")
+DEFAULT_MODULES = ("labkit/metrics.py", "labkit/runs.py", "labkit/results.py", "labkit/training/optim.py",
+                   "labkit/training/losses.py", "labkit/training/checkpoints.py", "labkit/training/loop.py",
+                   "labkit/questions/experiments.py", "labkit/questions/claims.py",
+                   "labkit/questions/q1_transfer.py", "labkit/questions/q2_losses.py",
+                   "labkit/questions/q3_optimizers.py", "labkit/report/index.py")
+# Where a module's wiring is tested in more files than its own: checkpoints are resumed through fit (the loop's
+# tests), each question's settings are proven in its wiring tests. Tests marked slow (a demo-size network, a
+# whole notebook: minutes per mutant) are left out of every selection; `make test` runs them.
+MORE_TESTS = {
+    "labkit/training/checkpoints.py": ["tests/training/test_loop.py"],
+    "labkit/questions/q1_transfer.py": ["tests/questions/test_wiring_q1.py"],
+    "labkit/questions/q2_losses.py": ["tests/questions/test_wiring_q2.py"],
+    "labkit/questions/q3_optimizers.py": ["tests/questions/test_wiring_q3.py"],
+}
 LINKED = ("labkit", "tests", "notebooks")
 # torch is not fork-safe: a mutmut worker forked from the process that ran the tests with a pool of threads
 # may hang (a timeout that says nothing about the mutant). With one thread (which also caps labkit's fair share
@@ -38,12 +51,13 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def tests_for(module: str) -> list[str]:
-    """``labkit/training/optim.py`` -> ``tests/training/test_optim.py``: a module's own fast tests."""
+    """``labkit/training/optim.py`` -> ``tests/training/test_optim.py`` (and ``MORE_TESTS``): a module's fast
+    tests."""
     path = Path(module)
     test = Path("tests", *path.parts[1:-1], f"test_{path.stem}.py")
     if not (ROOT / test).is_file():
         sys.exit(f"{module}: no test file {test} (a module is mutated against its own test file)")
-    return [test.as_posix()]
+    return [test.as_posix(), *MORE_TESTS.get(module, [])]
 
 
 def prepare(module: str, keep: bool) -> Path:
@@ -60,6 +74,7 @@ def prepare(module: str, keep: bool) -> Path:
         "source_paths = labkit\n"
         f"only_mutate = {module}\n"
         "pytest_add_cli_args_test_selection =\n" + "".join(f"    {t}\n" for t in tests_for(module)) +
+        "    -m\n    not slow\n" +
         "also_copy = notebooks\n"
         "process_isolation = fork\n")
     return work

@@ -16,6 +16,7 @@ def test_zero_shot_rules():
     assert q1.zero_shot(logits, mapping, restricted=True).tolist() == [7, 2]
 
 
+@pytest.mark.slow
 def test_smoke_notebook_writes_every_run(smoke_report):
     root, _ = smoke_report
     metrics = json.loads((root / "q1" / "metrics.json").read_text())
@@ -24,6 +25,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     assert "NOT ImageNet" in (root / "q1" / "q1_stl10_transfer.report.html").read_text()
 
 
+@pytest.mark.slow
 def test_demo_sized_svm_and_finetune_beat_chance(isolated_root):
     """Demo-sized synthetic STL-10 with the demo's stand-in (ResNet-18): both trained approaches beat chance (10 %)."""
     P = q1.parameters(default_parameters("q1"))
@@ -66,10 +68,12 @@ def test_features_are_cached(isolated_root):
     assert np.allclose(other["fc"].numpy(), 0)
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_with_caches_cleared(same_twice):
     same_twice(q1, "q1", q1.load_data, lambda plan: [plan["svm"]["svm"][0], plan["finetune"]["finetune"][0]])
 
 
+@pytest.mark.slow
 def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
     """The zero-shot argmax over 1,000 logits hinges on near-ties that bf16 could flip: the pass asks predict
     for fp32 on every device."""

@@ -78,6 +78,7 @@ def test_pk_sampler_batches_are_class_balanced():
         assert sorted(counts[counts > 0].tolist()) == [4, 4, 4]
 
 
+@pytest.mark.slow
 def test_smoke_notebook_writes_all_three_runs(smoke_report):
     root, _ = smoke_report
     metrics = json.loads((root / "q2" / "metrics.json").read_text())
@@ -87,6 +88,7 @@ def test_smoke_notebook_writes_all_three_runs(smoke_report):
             assert {"macro_f1", "precision_at_1", "map_at_r"} <= set(run)
 
 
+@pytest.mark.slow
 def test_demo_sized_runs_beat_chance(isolated_root):
     P = q2.parameters(default_parameters("q2"))
     data = q2.load_data(P)
@@ -138,11 +140,13 @@ def test_impossible_pk_batches_are_refused_naming_the_three_parameters():
         q2.plan({**P, "num_classes": 5, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 64}]})
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_with_caches_cleared(same_twice):
     same_twice(q2, "q2",
                q2.load_data, lambda plan: [per_seed[0] for per_seed in plan["losses"].values()])
 
 
+@pytest.mark.slow
 def test_the_triplet_and_center_terms_change_training_from_the_first_update(isolated_root):
     """Not just "accuracy > chance": with the same seed, data and batches, the extra terms change the loss of
     the very first update and the trained weights."""

@@ -15,6 +15,7 @@ Q3_RUNS = {"sgd_bs1", "sgd", "sgd_momentum", "adam", "adam_bs16", "adam_bs32", "
            "adam_b1_0.9_b2_0.999", "adam_b1_0.99_b2_0.999"}
 
 
+@pytest.mark.slow
 def test_smoke_notebook_writes_every_run(smoke_report):
     root, _ = smoke_report
     metrics = json.loads((root / "q3" / "metrics.json").read_text())
@@ -27,6 +28,7 @@ def test_smoke_notebook_writes_every_run(smoke_report):
     assert metrics["runs"]["adam_bs64"] == metrics["runs"]["adam"]
 
 
+@pytest.mark.slow
 def test_demo_sized_adam_beats_chance(isolated_root):
     """The demo's data and Adam settings (from the notebook's defaults) learn the synthetic task."""
     P = q3.parameters(default_parameters("q3"))
