@@ -1,6 +1,7 @@
 """What every notebook does with its runs: train each distinct run once, summarise over seeds with a
 Wilson interval beside the original's number, record to metrics.json, compare pairs with McNemar."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -148,7 +149,8 @@ def test_equal_settings_train_once():
 
     def train(run):
         calls.append(run.name)
-        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0})
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0},
+                       cost={"train_seconds": 5.0})
 
     runner = Runner(question(train), None, None)
     out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
@@ -156,7 +158,9 @@ def test_equal_settings_train_once():
     assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
     assert out["adam_bs64"][0].y_pred is out["adam"][0].y_pred
     out["adam_bs64"][0].metrics["macro_f1"] = 0.0  # each name's record is its own
-    assert out["adam"][0].metrics == {"macro_f1": 1.0}
+    out["adam_bs64"][0].cost["train_seconds"] = 0.0
+    assert out["adam"][0].metrics == {"macro_f1": 1.0} and out["adam"][0].cost == {"train_seconds": 5.0}
+    assert [out[name][0].seed for name in out] == [0, 0, 1]
     runner({"adam_again": [Run("adam_again", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]})
     assert calls == ["adam", "other_seed", "sgd"]  # the runner remembers across parts of a notebook
     assert runner({}) == {}
@@ -192,12 +196,82 @@ def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(err
     assert "out of memory" in capsys.readouterr().err  # the traceback, for whoever reads the log
 
 
+def test_a_failed_run_keeps_the_first_line_of_its_error_and_has_no_predictions(capsys):
+    errors = {"long": ValueError("  bad value\n  more detail  "), "silent": RuntimeError()}
+
+    def train(run):
+        raise errors[run.name]
+
+    out = Runner(question(train), None, None)({"long": [Run("long", {"lr": 1}, 3)],
+                                               "silent": [Run("silent", {"lr": 2}, 3)]})
+    assert out["long"][0].error == "ValueError: bad value" and out["silent"][0].error == "RuntimeError: "
+    failed = out["long"][0]
+    assert failed.seed == 3 and failed.y_true.size == failed.y_pred.size == 0
+
+
+def test_the_runner_hands_every_run_its_data_device_and_checkpoint_policy():
+    seen = []
+
+    def train_and_test(run, data, device, keep_checkpoints):
+        seen.append((run.name, data, device, keep_checkpoints))
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]))
+
+    notebook = SimpleNamespace(train_and_test=train_and_test)
+    Runner(notebook, "the data", "cuda:1")({"adam": [Run("adam", {"lr": 1}, 0)]})
+    Runner(notebook, "the data", "cpu", keep_checkpoints="all")({"sgd": [Run("sgd", {"lr": 2}, 0)]})
+    assert seen == [("adam", "the data", "cuda:1", "final"), ("sgd", "the data", "cpu", "all")]
+
+
+def test_a_part_shows_its_table_names_its_failed_runs_or_says_it_was_skipped(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects: shown.extend(objects))
+
+    def train_and_test(run, data, device, keep_checkpoints):
+        if run.name == "sgd":
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        y = np.arange(10) % 2
+        return Outcome(run.name, run.settings, run.seed, None, y, np.where(np.arange(10) < 8, y, 5))  # 80 %
+
+    q3 = SimpleNamespace(__name__="labkit.questions.q3_optimizers", train_and_test=train_and_test)
+    runner = Runner(q3, None, None)
+    plan = {"optimizers": {"adam": [Run("adam", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]},
+            "betas": {"adam_b2": [Run("adam_b2", {"lr": 3}, 0)]}, "order": {}}
+    assert list(runner.part(plan, "optimizers", "(a)", "runs_optimizers", table=True)) == ["adam"]
+    table, note = shown
+    # the table is Q3's (the runner found the question's key): the original report's numbers beside ours
+    assert table.loc["adam", ["ours (%)", "original report (%)"]].tolist() == ["80.00", "82.33"]
+    assert table.loc["sgd", "status"] == "FAILED"
+    assert note.data == ("**Failed** (the other runs went on; not in the figures): "
+                         "`sgd`: RuntimeError: CUDA error: device-side assert triggered.")
+    shown.clear()
+    assert list(runner.part(plan, "betas", "(d)", "runs_betas")) == ["adam_b2"] and shown == []  # no table asked
+    assert runner.part(plan, "order", "(c)", "runs_order", table=True) == {}
+    (skipped,) = shown
+    assert skipped.data == "*(c): skipped (no runs in `runs_order`).*"
+    assert {part: list(runs) for part, runs in runner.parts.items()} == {"optimizers": ["adam", "sgd"],
+                                                                          "betas": ["adam_b2"], "order": []}
+
+
+def test_the_conclusion_is_the_questions_findings_or_says_that_nothing_ran():
+    from labkit.questions.experiments import conclusion
+    q = SimpleNamespace(findings=lambda summary, parts, P: f"{list(summary.index)} in {list(parts)}, "
+                                                           f"seeds {P['seeds']}")
+    summary = summarize({"adam": [outcome("adam", 8)]}, "q3", 0.5)
+    assert conclusion(q, summary, {"optimizers": {}}, {"seeds": [0, 1]}) == "['adam'] in ['optimizers'], seeds [0, 1]"
+    assert conclusion(q, summary.iloc[:0], {}, {"seeds": [0]}) == "*Conclusion: skipped (no runs in `the run lists`).*"
+
+
 def test_figures_leave_failed_runs_out_and_name_them():
     failed = Outcome("sgd", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: out of memory")
     part = {"adam": [outcome("adam", 8)], "sgd": [failed], "broken": [outcome("broken", 0, diverged=True)]}
     assert list(plottable(part)) == ["adam", "broken"]  # a diverged run still has curves to show
     assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
                                   "`sgd`: RuntimeError: out of memory.")
+    seed_1 = Outcome("adam", {}, 1, None, np.array([]), np.array([]), error="ValueError: bad batch")
+    part = {"adam": [outcome("adam", 8), seed_1], "sgd": [failed], "ok": [outcome("ok", 5)]}
+    assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
+                                  "`adam`: ValueError: bad batch; `sgd`: RuntimeError: out of memory.")
     assert failure_note({"adam": [outcome("adam", 8)]}) == ""
 
 
