@@ -62,6 +62,41 @@ def test_summarize_status_and_missing_numbers():
     assert table["original"].isna().all()  # no original number for an unknown notebook
 
 
+def test_summarize_averages_each_cost_over_the_seeds_that_have_it():
+    first, second = outcome("adam", 8), outcome("adam", 6, seed=1)
+    first.cost = {"train_seconds": 10.0, "epochs": 3, "updates": 30, "torch_threads": 2}
+    second.cost = {"train_seconds": 20.0, "epochs": 3, "torch_threads": 4}  # no update count
+    adam = summarize({"adam": [first, second]}, "q3", chance=0.5).loc["adam"]
+    assert (adam["train_seconds"], adam["epochs"], adam["updates"]) == (15.0, 3.0, 30.0)
+    assert pd.isna(adam["train_images_per_second"]) and adam["torch_threads"] == 4  # the most any seed had
+
+
+def test_summarize_takes_chance_from_the_test_sets_majority_class_unless_given():
+    y = np.array([0] * 16 + [1] * 4)  # the majority class holds 80 % of the test set
+
+    def run(name, right):
+        return [Outcome(name, {}, 0, None, y, np.where(np.arange(20) < right, y, 1 - y))]
+
+    broken = [Outcome("broken", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: boom")]
+    outcomes = {"majority": run("majority", 16), "perfect": run("perfect", 20), "broken": broken}
+    # 16 of 20: Wilson 58.4-91.9 % holds 80 %; 20 of 20: 83.9-100 %, above it
+    assert summarize(outcomes, "q3")["status"].to_dict() == {"majority": "at_chance", "perfect": "ok",
+                                                             "broken": "failed"}
+    assert summarize(outcomes, "q3", chance=0.5).loc["majority", "status"] == "ok"  # 58.4 % > 50 %
+    assert summarize(outcomes, "q3").loc["broken", "error"] == "RuntimeError: boom"  # the run's own error
+
+
+@pytest.mark.filterwarnings("error")
+def test_missing_numbers_stay_empty_without_numpy_warnings():
+    """One seed has no spread, a diverged run no accuracy, a metric or a cost that no seed gave no mean: each is
+    left empty, not computed from nothing (numpy's "Mean of empty slice" in the notebook)."""
+    table = summarize({"one_seed": [outcome("one_seed", 8, macro_f1=None)],
+                       "diverged": [outcome("diverged", 5, diverged=True), outcome("diverged", 5, 10, 1, True)]},
+                      "q3", chance=0.5)
+    empty = table[["accuracy", "std_over_seeds", "macro_f1", "train_seconds"]].isna()
+    assert empty.values.tolist() == [[False, True, True, True], [True, True, True, True]]
+
+
 def test_record_writes_every_summarised_run(tmp_path):
     adam = outcome("adam", 8, macro_f1=0.75)
     adam.cost = {"torch_threads": 2}  # trained with 2 threads (its share of a shared CPU)
@@ -84,6 +119,37 @@ def test_record_writes_every_summarised_run(tmp_path):
                               "accuracy_ci_high": None, **no_cost, "seeds_ok": 0, "macro_f1": None}
 
 
+def test_record_writes_errors_resolved_settings_and_every_seeds_predictions(tmp_path):
+    from labkit.data.core import ImageSet
+    y = np.array([0, 1, 1, 0])
+    adam = [Outcome("adam", {"lr": 0.001, "precision": "bf16"}, seed, None, y, pred)
+            for seed, pred in ((0, np.array([0, 1, 1, 1])), (1, np.array([0, 1, 0, 0])))]
+    broken = [Outcome("broken", {"lr": 10.0}, 0, None, np.array([]), np.array([]), error="RuntimeError: boom")]
+    outcomes = {"adam": adam, "broken": broken}
+    test = ImageSet(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor(y), ["cat", "dog"])
+    record(Results("q3", "smoke", "none", "cpu", {}, tmp_path), summarize(outcomes, "q3", 0.5), outcomes, test,
+           ["Cat", "Dog"])
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    broken = written["runs"]["broken"]
+    assert broken["status"] == "failed" and broken["error"] == "RuntimeError: boom"
+    assert written["run_settings"] == {"adam": {"lr": 0.001, "precision": "bf16"}, "broken": {"lr": 10.0}}
+    saved = np.load(tmp_path / "predictions.npz")  # the failed run has none
+    assert saved["classes"].tolist() == ["Cat", "Dog"] and saved["labels"].tolist() == [0, 1, 1, 0]
+    assert saved["run"].tolist() == ["adam", "adam"] and saved["seed"].tolist() == [0, 1]
+    assert saved["predictions"].tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
+
+
+def test_record_and_pretty_read_a_table_without_the_optional_columns(tmp_path):
+    """A table without ``seeds_ok`` (every seed counted) and without ``train_seconds`` (no time shown)."""
+    table = pd.DataFrame({"accuracy": [0.75], "std_over_seeds": [0.05], "seeds": [2], "ci_low": [0.5],
+                          "ci_high": [0.9], "status": ["at_chance"], "original": [None]}, index=["sgd"])
+    record(Results("q3", "smoke", "none", "cpu", {}, tmp_path), table)
+    assert json.loads((tmp_path / "metrics.json").read_text())["runs"]["sgd"] == {
+        "accuracy": 0.75, "status": "at_chance", "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9, "seeds": 2,
+        "seeds_ok": 2}
+    assert pretty(table).loc["sgd"].tolist() == ["75.00", "50.00-90.00", "5.00", "", "", "AT CHANCE"]
+
+
 def test_pretty_columns_and_flags():
     table = summarize({"adam": [outcome("adam", 8)], "sgd_bs1": [outcome("sgd_bs1", 1)],
                        "broken": [outcome("broken", 0, diverged=True)]}, "q3", chance=0.5)
@@ -97,6 +163,19 @@ def test_pretty_columns_and_flags():
     assert list(several.columns) == ["ours (%)", "95 % CI", "std over seeds", "original report (%)",
                                      "train time (s)", "status"]
     assert several.loc["adam", "std over seeds"] == "14.14"
+
+
+def test_pretty_shows_the_train_time_a_partial_mean_and_no_flag_for_an_ok_run():
+    finished, diverged = outcome("adam", 9), outcome("adam", 0, seed=1, diverged=True)
+    finished.cost = {"train_seconds": 12.34}
+    view = pretty(summarize({"adam": [finished, diverged], "sgd": [outcome("sgd", 7)]}, "q3", chance=0.1))
+    assert list(view.columns) == ["ours (%)", "95 % CI", "std over seeds", "original report (%)", "train time (s)",
+                                  "status"]
+    low, high = metrics.wilson_interval(9, 10)
+    assert view.loc["adam"].tolist() == ["90.00 (1 of 2 seeds)", f"{100 * low:.2f}-{100 * high:.2f}", "", "82.33",
+                                         "12.3", "DIVERGED"]
+    low, high = metrics.wilson_interval(7, 10)
+    assert view.loc["sgd"].tolist() == ["70.00", f"{100 * low:.2f}-{100 * high:.2f}", "", "63.94", "", ""]
 
 
 def test_noise_verdicts_with_one_seed_judge_networks_by_mcnemar():
@@ -310,6 +389,33 @@ def test_finish_records_whether_the_data_were_generated(tmp_path):
         results = Results("q3", "smoke", "none", "cpu", {}, tmp_path / f"out{marked}")
         finish(results, runner, None)
         assert json.loads((tmp_path / f"out{marked}" / "metrics.json").read_text())["data_generated"] is marked
+
+
+def test_finish_summarises_records_and_writes_the_summary_table(tmp_path):
+    from labkit.data.core import ImageSet
+    from labkit.questions.experiments import finish
+    y = np.array([0, 0, 0, 1])  # the majority class: 75 %
+
+    def train(run):
+        return Outcome(run.name, run.settings, run.seed, None, y, y if run.name == "adam" else 1 - y)
+
+    (tmp_path / "data").mkdir()
+    runner = Runner(question(train), SimpleNamespace(source=str(tmp_path / "data")), None)
+    runner({"adam": [Run("adam", {"lr": 0.001}, 0)], "sgd": [Run("sgd", {"lr": 0.1}, 0)]})
+    test = ImageSet(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor(y), ["cat", "dog"])
+    out = tmp_path / "out"
+    summary = finish(Results("q3", "smoke", "none", "cpu", {}, out), runner, test, ["Cat", "Dog"], chance=0.01)
+    # against the given chance (1 %): 4 of 4 is above it (Wilson 51-100 %), 0 of 4 holds it (0-49 %); against the
+    # majority class's 75 % they would be at and below chance
+    assert summary["status"].to_dict() == {"adam": "ok", "sgd": "at_chance"}
+    assert summary["original"].tolist() == [0.8233, 0.6394]  # the notebook's (Q3's) original numbers
+    written = json.loads((out / "metrics.json").read_text())
+    assert {name: run["status"] for name, run in written["runs"].items()} == {"adam": "ok", "sgd": "at_chance"}
+    assert written["run_settings"] == {"adam": {"lr": 0.001}, "sgd": {"lr": 0.1}} and written["finished"]
+    saved = np.load(out / "predictions.npz")
+    assert saved["classes"].tolist() == ["Cat", "Dog"] and saved["predictions"].tolist() == [[0, 0, 0, 1], [1, 1, 1, 0]]
+    csv = pd.read_csv(out / "summary.csv", index_col=0)
+    assert csv["accuracy"].to_dict() == {"adam": 1.0, "sgd": 0.0} and csv["status"].tolist() == ["ok", "at_chance"]
 
 
 # ----------------------------------------------------------------------------- pair_test, each branch by hand
