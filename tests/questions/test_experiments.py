@@ -360,6 +360,7 @@ def test_holm_keeps_its_running_maximum_on_non_monotone_inputs():
     from labkit.questions.experiments import holm
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1.0 (capped at 1), then max(1.0, 0.6)
+    assert holm([0.9, 0.6]) == [1.0, 1.0]  # 0.6 x 2 = 1.2: a probability, capped at 1; then max(1.0, 0.9)
     assert holm([0.2, 0.01, 0.3]) == pytest.approx([0.4, 0.03, 0.4])  # 0.03, 0.4, max(0.4, 0.3)
     assert holm([0.04]) == [0.04] and holm([]) == []
 
@@ -436,7 +437,8 @@ def test_pair_test_of_two_deterministic_methods_is_mcnemar_on_the_same_images():
     assert (t["low"], t["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.95)
     assert t["p"] == metrics.mcnemar(a[0].y_true, a[0].y_pred, b[0].y_pred)
     se = np.sqrt(10 + 4 - (10 - 4) ** 2 / 20) / 20
-    assert t["min_detectable"] == pytest.approx(_power_margin(10 ** 6) * se)
+    # the margin of 10**6 degrees of freedom (about the normal quantiles, 2.80159), to every digit claims.csv keeps
+    assert t["min_detectable"] == pytest.approx(_power_margin(10 ** 6) * se, rel=1e-12)
     assert t["test"].startswith("McNemar, same test images (deterministic methods")
     similar = pair_test(a, b, {"svm", "zero_shot"}, similar=True, margin=0.02)
     assert (similar["low"], similar["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.90)
@@ -446,7 +448,19 @@ def test_pair_test_of_one_seed_each_judges_two_networks_not_recipes():
     from labkit.questions.experiments import pair_test
     t = pair_test([_outcome("adam", 3, 12)], [_outcome("sgd", 3, 15)], set(), similar=False, margin=0.0)
     assert t["recipe"] is False and t["d"] == pytest.approx(-0.15) and t["seeds"] == 1
-    assert "one seed" in t["test"] and "cannot judge a recipe" in t["test"]
+    assert t["test"] == ("McNemar, one seed: these two trained networks differ or not on this test set; one "
+                         "training run cannot judge a recipe")
+    # a deterministic method against one training seed: still one trained network, not a recipe
+    against_svm = pair_test([_outcome("svm", 0, 12)], [_outcome("finetune", 3, 15)], {"svm"}, similar=False,
+                            margin=0.0)
+    assert against_svm["recipe"] is False and against_svm["test"] == t["test"]
+
+
+def test_pair_test_of_two_methods_that_agree_on_every_image_finds_nothing_to_detect():
+    from labkit.questions.experiments import pair_test
+    t = pair_test([_outcome("svm", 0, 15)], [_outcome("zero_shot", 0, 15)], {"svm", "zero_shot"}, similar=False,
+                  margin=0.0)
+    assert (t["d"], t["low"], t["high"], t["p"], t["min_detectable"]) == (0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 @pytest.mark.parametrize("recipe_first", [True, False])
@@ -480,6 +494,18 @@ def test_pair_test_of_two_recipes_pairs_seed_k_with_seed_k_over_the_common_seeds
                           "recipe": False, "test": "fewer than 2 common seeds"}
 
 
+def test_pair_test_of_two_recipes_with_two_common_seeds_is_a_t_test():
+    from labkit.questions.experiments import pair_test
+    a = [_outcome("adam", k, right) for k, right in ((0, 18), (1, 16))]
+    b = [_outcome("sgd", k, right) for k, right in ((0, 14), (1, 14))]
+    t = pair_test(a, b, set(), similar=False, margin=0.0)
+    diffs = np.array([0.2, 0.1])  # 18 - 14 and 16 - 14 of 20
+    assert t["seeds"] == 2 and t["recipe"] is True and t["test"] == "paired t-test over seeds (seed k with seed k)"
+    assert t["d"] == pytest.approx(0.15) and t["p"] == pytest.approx(metrics.seed_test(list(diffs), [0.0, 0.0])[1])
+    # one degree of freedom: t_0.975 = 12.7062, t_0.80 = 1.3764 (t tables); the differences' standard error 0.05
+    assert t["min_detectable"] == pytest.approx((12.7062 + 1.3764) * 0.05, abs=1e-5)
+
+
 def test_the_power_margin_is_t_0975_plus_t_080_with_n_minus_1_degrees_of_freedom():
     from labkit.questions.experiments import _power_margin
     assert _power_margin(3) == pytest.approx(4.302653 + 1.060660, abs=1e-5)  # t tables, 2 degrees of freedom
@@ -497,3 +523,16 @@ def test_one_seed_verdicts_speak_of_two_networks_and_seed_verdicts_name_the_bett
                            ["a", "b"])
     (row,) = seeds.to_dict("records")
     assert row["verdict"] == "real difference: b better" and row["A - B"] < 0 and row["Holm p"] < 0.05
+
+
+def test_a_holm_p_of_exactly_the_significance_level_is_not_a_difference(monkeypatch):
+    """Significant means p below 0.05, as in the claims' verdicts: a p of exactly 0.05 is within noise."""
+    real_seed_test = metrics.seed_test
+    monkeypatch.setattr(metrics, "mcnemar", lambda *args: metrics.SIGNIFICANCE)
+    monkeypatch.setattr(metrics, "seed_test", lambda a, b: (real_seed_test(a, b)[0], metrics.SIGNIFICANCE))
+    one = noise_verdicts({"a": [_outcome("a", 0, 20)], "b": [_outcome("b", 0, 2)]}, ["a", "b"])
+    assert one.loc[0, "Holm p"] == 0.05
+    assert one.loc[0, "verdict"] == "these two trained networks do not differ (one seed: not a verdict on the recipes)"
+    seeds = noise_verdicts({"a": [_outcome("a", k, 20 - k) for k in range(3)],
+                            "b": [_outcome("b", k, 2 + 2 * k) for k in range(3)]}, ["a", "b"])
+    assert seeds.loc[0, "Holm p"] == 0.05 and seeds.loc[0, "verdict"] == "within noise"
