@@ -536,3 +536,18 @@ def test_a_holm_p_of_exactly_the_significance_level_is_not_a_difference(monkeypa
     seeds = noise_verdicts({"a": [_outcome("a", k, 20 - k) for k in range(3)],
                             "b": [_outcome("b", k, 2 + 2 * k) for k in range(3)]}, ["a", "b"])
     assert seeds.loc[0, "Holm p"] == 0.05 and seeds.loc[0, "verdict"] == "within noise"
+
+
+def test_verdict_text_names_each_pairs_test():
+    verdicts = pd.DataFrame([
+        {"run A": "adam", "run B": "sgd", "seeds": 2, "test": "paired t-test over seeds (seed k with seed k)",
+         "Holm p": 0.0123456, "verdict": "real difference: adam better"},
+        {"run A": "finetune", "run B": "svm", "seeds": 3,
+         "test": "one-sample t-test of the per-seed differences against the deterministic method", "Holm p": 0.5,
+         "verdict": "within noise"},
+        {"run A": "svm", "run B": "zero_shot", "seeds": 1, "test": "McNemar, same test images (deterministic methods: "
+         "this is the recipe test)", "Holm p": 0.0004, "verdict": "real difference: svm better"}])
+    assert verdict_text(verdicts) == (
+        "adam vs sgd: real difference: adam better (Holm-adjusted p = 0.0123, paired t-test over 2 seeds); "
+        "finetune vs svm: within noise (Holm-adjusted p = 0.5, one-sample t-test over 3 seeds); "
+        "svm vs zero_shot: real difference: svm better (Holm-adjusted p = 0.0004, McNemar)")
