@@ -312,8 +312,13 @@ def noise_verdicts(outcomes: dict[str, list[Outcome]], names: list[str], determi
 
 def verdict_text(verdicts: pd.DataFrame) -> str:
     """The pairwise verdicts as prose: "a vs b: real difference: a better (Holm-adjusted p = 0.01, paired t-test
-    over 3 seeds); ..."."""
+    over 3 seeds); ..." (against a deterministic method, which has no seeds to pair: "one-sample t-test")."""
+    def test(row) -> str:
+        if row["seeds"] <= 1:
+            return "McNemar"
+        kind = "one-sample" if str(row["test"]).startswith("one-sample") else "paired"
+        return f"{kind} t-test over {row['seeds']} seeds"
+
     parts = [f"{row['run A']} vs {row['run B']}: {row['verdict']} (Holm-adjusted p = {row['Holm p']:.3g}, "
-             f"{'paired t-test over ' + str(row['seeds']) + ' seeds' if row['seeds'] > 1 else 'McNemar'})"
-             for _, row in verdicts.iterrows()]
+             f"{test(row)})" for _, row in verdicts.iterrows()]
     return "; ".join(parts)

@@ -1,6 +1,7 @@
 """What every notebook does with its runs: train each distinct run once, summarise over seeds with a
 Wilson interval beside the original's number, record to metrics.json, compare pairs with McNemar."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -61,6 +62,41 @@ def test_summarize_status_and_missing_numbers():
     assert table["original"].isna().all()  # no original number for an unknown notebook
 
 
+def test_summarize_averages_each_cost_over_the_seeds_that_have_it():
+    first, second = outcome("adam", 8), outcome("adam", 6, seed=1)
+    first.cost = {"train_seconds": 10.0, "epochs": 3, "updates": 30, "torch_threads": 2}
+    second.cost = {"train_seconds": 20.0, "epochs": 3, "torch_threads": 4}  # no update count
+    adam = summarize({"adam": [first, second]}, "q3", chance=0.5).loc["adam"]
+    assert (adam["train_seconds"], adam["epochs"], adam["updates"]) == (15.0, 3.0, 30.0)
+    assert pd.isna(adam["train_images_per_second"]) and adam["torch_threads"] == 4  # the most any seed had
+
+
+def test_summarize_takes_chance_from_the_test_sets_majority_class_unless_given():
+    y = np.array([0] * 16 + [1] * 4)  # the majority class holds 80 % of the test set
+
+    def run(name, right):
+        return [Outcome(name, {}, 0, None, y, np.where(np.arange(20) < right, y, 1 - y))]
+
+    broken = [Outcome("broken", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: boom")]
+    outcomes = {"majority": run("majority", 16), "perfect": run("perfect", 20), "broken": broken}
+    # 16 of 20: Wilson 58.4-91.9 % holds 80 %; 20 of 20: 83.9-100 %, above it
+    assert summarize(outcomes, "q3")["status"].to_dict() == {"majority": "at_chance", "perfect": "ok",
+                                                             "broken": "failed"}
+    assert summarize(outcomes, "q3", chance=0.5).loc["majority", "status"] == "ok"  # 58.4 % > 50 %
+    assert summarize(outcomes, "q3").loc["broken", "error"] == "RuntimeError: boom"  # the run's own error
+
+
+@pytest.mark.filterwarnings("error")
+def test_missing_numbers_stay_empty_without_numpy_warnings():
+    """One seed has no spread, a diverged run no accuracy, a metric or a cost that no seed gave no mean: each is
+    left empty, not computed from nothing (numpy's "Mean of empty slice" in the notebook)."""
+    table = summarize({"one_seed": [outcome("one_seed", 8, macro_f1=None)],
+                       "diverged": [outcome("diverged", 5, diverged=True), outcome("diverged", 5, 10, 1, True)]},
+                      "q3", chance=0.5)
+    empty = table[["accuracy", "std_over_seeds", "macro_f1", "train_seconds"]].isna()
+    assert empty.values.tolist() == [[False, True, True, True], [True, True, True, True]]
+
+
 def test_record_writes_every_summarised_run(tmp_path):
     adam = outcome("adam", 8, macro_f1=0.75)
     adam.cost = {"torch_threads": 2}  # trained with 2 threads (its share of a shared CPU)
@@ -83,6 +119,37 @@ def test_record_writes_every_summarised_run(tmp_path):
                               "accuracy_ci_high": None, **no_cost, "seeds_ok": 0, "macro_f1": None}
 
 
+def test_record_writes_errors_resolved_settings_and_every_seeds_predictions(tmp_path):
+    from labkit.data.core import ImageSet
+    y = np.array([0, 1, 1, 0])
+    adam = [Outcome("adam", {"lr": 0.001, "precision": "bf16"}, seed, None, y, pred)
+            for seed, pred in ((0, np.array([0, 1, 1, 1])), (1, np.array([0, 1, 0, 0])))]
+    broken = [Outcome("broken", {"lr": 10.0}, 0, None, np.array([]), np.array([]), error="RuntimeError: boom")]
+    outcomes = {"adam": adam, "broken": broken}
+    test = ImageSet(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor(y), ["cat", "dog"])
+    record(Results("q3", "smoke", "none", "cpu", {}, tmp_path), summarize(outcomes, "q3", 0.5), outcomes, test,
+           ["Cat", "Dog"])
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    broken = written["runs"]["broken"]
+    assert broken["status"] == "failed" and broken["error"] == "RuntimeError: boom"
+    assert written["run_settings"] == {"adam": {"lr": 0.001, "precision": "bf16"}, "broken": {"lr": 10.0}}
+    saved = np.load(tmp_path / "predictions.npz")  # the failed run has none
+    assert saved["classes"].tolist() == ["Cat", "Dog"] and saved["labels"].tolist() == [0, 1, 1, 0]
+    assert saved["run"].tolist() == ["adam", "adam"] and saved["seed"].tolist() == [0, 1]
+    assert saved["predictions"].tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
+
+
+def test_record_and_pretty_read_a_table_without_the_optional_columns(tmp_path):
+    """A table without ``seeds_ok`` (every seed counted) and without ``train_seconds`` (no time shown)."""
+    table = pd.DataFrame({"accuracy": [0.75], "std_over_seeds": [0.05], "seeds": [2], "ci_low": [0.5],
+                          "ci_high": [0.9], "status": ["at_chance"], "original": [None]}, index=["sgd"])
+    record(Results("q3", "smoke", "none", "cpu", {}, tmp_path), table)
+    assert json.loads((tmp_path / "metrics.json").read_text())["runs"]["sgd"] == {
+        "accuracy": 0.75, "status": "at_chance", "accuracy_ci_low": 0.5, "accuracy_ci_high": 0.9, "seeds": 2,
+        "seeds_ok": 2}
+    assert pretty(table).loc["sgd"].tolist() == ["75.00", "50.00-90.00", "5.00", "", "", "AT CHANCE"]
+
+
 def test_pretty_columns_and_flags():
     table = summarize({"adam": [outcome("adam", 8)], "sgd_bs1": [outcome("sgd_bs1", 1)],
                        "broken": [outcome("broken", 0, diverged=True)]}, "q3", chance=0.5)
@@ -96,6 +163,19 @@ def test_pretty_columns_and_flags():
     assert list(several.columns) == ["ours (%)", "95 % CI", "std over seeds", "original report (%)",
                                      "train time (s)", "status"]
     assert several.loc["adam", "std over seeds"] == "14.14"
+
+
+def test_pretty_shows_the_train_time_a_partial_mean_and_no_flag_for_an_ok_run():
+    finished, diverged = outcome("adam", 9), outcome("adam", 0, seed=1, diverged=True)
+    finished.cost = {"train_seconds": 12.34}
+    view = pretty(summarize({"adam": [finished, diverged], "sgd": [outcome("sgd", 7)]}, "q3", chance=0.1))
+    assert list(view.columns) == ["ours (%)", "95 % CI", "std over seeds", "original report (%)", "train time (s)",
+                                  "status"]
+    low, high = metrics.wilson_interval(9, 10)
+    assert view.loc["adam"].tolist() == ["90.00 (1 of 2 seeds)", f"{100 * low:.2f}-{100 * high:.2f}", "", "82.33",
+                                         "12.3", "DIVERGED"]
+    low, high = metrics.wilson_interval(7, 10)
+    assert view.loc["sgd"].tolist() == ["70.00", f"{100 * low:.2f}-{100 * high:.2f}", "", "63.94", "", ""]
 
 
 def test_noise_verdicts_with_one_seed_judge_networks_by_mcnemar():
@@ -148,7 +228,8 @@ def test_equal_settings_train_once():
 
     def train(run):
         calls.append(run.name)
-        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0})
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]), {"macro_f1": 1.0},
+                       cost={"train_seconds": 5.0})
 
     runner = Runner(question(train), None, None)
     out = runner({"adam": [Run("adam", {"lr": 1}, 0)], "adam_bs64": [Run("adam_bs64", {"lr": 1}, 0)],
@@ -156,7 +237,9 @@ def test_equal_settings_train_once():
     assert calls == ["adam", "other_seed"] and out["adam_bs64"][0].name == "adam_bs64"
     assert out["adam_bs64"][0].y_pred is out["adam"][0].y_pred
     out["adam_bs64"][0].metrics["macro_f1"] = 0.0  # each name's record is its own
-    assert out["adam"][0].metrics == {"macro_f1": 1.0}
+    out["adam_bs64"][0].cost["train_seconds"] = 0.0
+    assert out["adam"][0].metrics == {"macro_f1": 1.0} and out["adam"][0].cost == {"train_seconds": 5.0}
+    assert [out[name][0].seed for name in out] == [0, 0, 1]
     runner({"adam_again": [Run("adam_again", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]})
     assert calls == ["adam", "other_seed", "sgd"]  # the runner remembers across parts of a notebook
     assert runner({}) == {}
@@ -192,12 +275,82 @@ def test_out_of_gpu_memory_fails_the_run_with_a_smaller_batch_size_suggested(err
     assert "out of memory" in capsys.readouterr().err  # the traceback, for whoever reads the log
 
 
+def test_a_failed_run_keeps_the_first_line_of_its_error_and_has_no_predictions(capsys):
+    errors = {"long": ValueError("  bad value\n  more detail  "), "silent": RuntimeError()}
+
+    def train(run):
+        raise errors[run.name]
+
+    out = Runner(question(train), None, None)({"long": [Run("long", {"lr": 1}, 3)],
+                                               "silent": [Run("silent", {"lr": 2}, 3)]})
+    assert out["long"][0].error == "ValueError: bad value" and out["silent"][0].error == "RuntimeError: "
+    failed = out["long"][0]
+    assert failed.seed == 3 and failed.y_true.size == failed.y_pred.size == 0
+
+
+def test_the_runner_hands_every_run_its_data_device_and_checkpoint_policy():
+    seen = []
+
+    def train_and_test(run, data, device, keep_checkpoints):
+        seen.append((run.name, data, device, keep_checkpoints))
+        return Outcome(run.name, run.settings, run.seed, None, np.array([0]), np.array([0]))
+
+    notebook = SimpleNamespace(train_and_test=train_and_test)
+    Runner(notebook, "the data", "cuda:1")({"adam": [Run("adam", {"lr": 1}, 0)]})
+    Runner(notebook, "the data", "cpu", keep_checkpoints="all")({"sgd": [Run("sgd", {"lr": 2}, 0)]})
+    assert seen == [("adam", "the data", "cuda:1", "final"), ("sgd", "the data", "cpu", "all")]
+
+
+def test_a_part_shows_its_table_names_its_failed_runs_or_says_it_was_skipped(monkeypatch):
+    import IPython.display
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects: shown.extend(objects))
+
+    def train_and_test(run, data, device, keep_checkpoints):
+        if run.name == "sgd":
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        y = np.arange(10) % 2
+        return Outcome(run.name, run.settings, run.seed, None, y, np.where(np.arange(10) < 8, y, 5))  # 80 %
+
+    q3 = SimpleNamespace(__name__="labkit.questions.q3_optimizers", train_and_test=train_and_test)
+    runner = Runner(q3, None, None)
+    plan = {"optimizers": {"adam": [Run("adam", {"lr": 1}, 0)], "sgd": [Run("sgd", {"lr": 2}, 0)]},
+            "betas": {"adam_b2": [Run("adam_b2", {"lr": 3}, 0)]}, "order": {}}
+    assert list(runner.part(plan, "optimizers", "(a)", "runs_optimizers", table=True)) == ["adam"]
+    table, note = shown
+    # the table is Q3's (the runner found the question's key): the original report's numbers beside ours
+    assert table.loc["adam", ["ours (%)", "original report (%)"]].tolist() == ["80.00", "82.33"]
+    assert table.loc["sgd", "status"] == "FAILED"
+    assert note.data == ("**Failed** (the other runs went on; not in the figures): "
+                         "`sgd`: RuntimeError: CUDA error: device-side assert triggered.")
+    shown.clear()
+    assert list(runner.part(plan, "betas", "(d)", "runs_betas")) == ["adam_b2"] and shown == []  # no table asked
+    assert runner.part(plan, "order", "(c)", "runs_order", table=True) == {}
+    (skipped,) = shown
+    assert skipped.data == "*(c): skipped (no runs in `runs_order`).*"
+    assert {part: list(runs) for part, runs in runner.parts.items()} == {"optimizers": ["adam", "sgd"],
+                                                                          "betas": ["adam_b2"], "order": []}
+
+
+def test_the_conclusion_is_the_questions_findings_or_says_that_nothing_ran():
+    from labkit.questions.experiments import conclusion
+    q = SimpleNamespace(findings=lambda summary, parts, P: f"{list(summary.index)} in {list(parts)}, "
+                                                           f"seeds {P['seeds']}")
+    summary = summarize({"adam": [outcome("adam", 8)]}, "q3", 0.5)
+    assert conclusion(q, summary, {"optimizers": {}}, {"seeds": [0, 1]}) == "['adam'] in ['optimizers'], seeds [0, 1]"
+    assert conclusion(q, summary.iloc[:0], {}, {"seeds": [0]}) == "*Conclusion: skipped (no runs in `the run lists`).*"
+
+
 def test_figures_leave_failed_runs_out_and_name_them():
     failed = Outcome("sgd", {}, 0, None, np.array([]), np.array([]), error="RuntimeError: out of memory")
     part = {"adam": [outcome("adam", 8)], "sgd": [failed], "broken": [outcome("broken", 0, diverged=True)]}
     assert list(plottable(part)) == ["adam", "broken"]  # a diverged run still has curves to show
     assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
                                   "`sgd`: RuntimeError: out of memory.")
+    seed_1 = Outcome("adam", {}, 1, None, np.array([]), np.array([]), error="ValueError: bad batch")
+    part = {"adam": [outcome("adam", 8), seed_1], "sgd": [failed], "ok": [outcome("ok", 5)]}
+    assert failure_note(part) == ("**Failed** (the other runs went on; not in the figures): "
+                                  "`adam`: ValueError: bad batch; `sgd`: RuntimeError: out of memory.")
     assert failure_note({"adam": [outcome("adam", 8)]}) == ""
 
 
@@ -207,6 +360,7 @@ def test_holm_keeps_its_running_maximum_on_non_monotone_inputs():
     from labkit.questions.experiments import holm
     assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 = 1.0 (capped at 1), then max(1.0, 0.6)
+    assert holm([0.9, 0.6]) == [1.0, 1.0]  # 0.6 x 2 = 1.2: a probability, capped at 1; then max(1.0, 0.9)
     assert holm([0.2, 0.01, 0.3]) == pytest.approx([0.4, 0.03, 0.4])  # 0.03, 0.4, max(0.4, 0.3)
     assert holm([0.04]) == [0.04] and holm([]) == []
 
@@ -238,6 +392,33 @@ def test_finish_records_whether_the_data_were_generated(tmp_path):
         assert json.loads((tmp_path / f"out{marked}" / "metrics.json").read_text())["data_generated"] is marked
 
 
+def test_finish_summarises_records_and_writes_the_summary_table(tmp_path):
+    from labkit.data.core import ImageSet
+    from labkit.questions.experiments import finish
+    y = np.array([0, 0, 0, 1])  # the majority class: 75 %
+
+    def train(run):
+        return Outcome(run.name, run.settings, run.seed, None, y, y if run.name == "adam" else 1 - y)
+
+    (tmp_path / "data").mkdir()
+    runner = Runner(question(train), SimpleNamespace(source=str(tmp_path / "data")), None)
+    runner({"adam": [Run("adam", {"lr": 0.001}, 0)], "sgd": [Run("sgd", {"lr": 0.1}, 0)]})
+    test = ImageSet(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor(y), ["cat", "dog"])
+    out = tmp_path / "out"
+    summary = finish(Results("q3", "smoke", "none", "cpu", {}, out), runner, test, ["Cat", "Dog"], chance=0.01)
+    # against the given chance (1 %): 4 of 4 is above it (Wilson 51-100 %), 0 of 4 holds it (0-49 %); against the
+    # majority class's 75 % they would be at and below chance
+    assert summary["status"].to_dict() == {"adam": "ok", "sgd": "at_chance"}
+    assert summary["original"].tolist() == [0.8233, 0.6394]  # the notebook's (Q3's) original numbers
+    written = json.loads((out / "metrics.json").read_text())
+    assert {name: run["status"] for name, run in written["runs"].items()} == {"adam": "ok", "sgd": "at_chance"}
+    assert written["run_settings"] == {"adam": {"lr": 0.001}, "sgd": {"lr": 0.1}} and written["finished"]
+    saved = np.load(out / "predictions.npz")
+    assert saved["classes"].tolist() == ["Cat", "Dog"] and saved["predictions"].tolist() == [[0, 0, 0, 1], [1, 1, 1, 0]]
+    csv = pd.read_csv(out / "summary.csv", index_col=0)
+    assert csv["accuracy"].to_dict() == {"adam": 1.0, "sgd": 0.0} and csv["status"].tolist() == ["ok", "at_chance"]
+
+
 # ----------------------------------------------------------------------------- pair_test, each branch by hand
 
 def _outcome(name, seed, right, n=20, wrong_first=False):
@@ -256,7 +437,8 @@ def test_pair_test_of_two_deterministic_methods_is_mcnemar_on_the_same_images():
     assert (t["low"], t["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.95)
     assert t["p"] == metrics.mcnemar(a[0].y_true, a[0].y_pred, b[0].y_pred)
     se = np.sqrt(10 + 4 - (10 - 4) ** 2 / 20) / 20
-    assert t["min_detectable"] == pytest.approx(_power_margin(10 ** 6) * se)
+    # the margin of 10**6 degrees of freedom (about the normal quantiles, 2.80159), to every digit claims.csv keeps
+    assert t["min_detectable"] == pytest.approx(_power_margin(10 ** 6) * se, rel=1e-12)
     assert t["test"].startswith("McNemar, same test images (deterministic methods")
     similar = pair_test(a, b, {"svm", "zero_shot"}, similar=True, margin=0.02)
     assert (similar["low"], similar["high"]) == metrics.paired_difference_interval(4, 10, 20, 0.90)
@@ -266,7 +448,19 @@ def test_pair_test_of_one_seed_each_judges_two_networks_not_recipes():
     from labkit.questions.experiments import pair_test
     t = pair_test([_outcome("adam", 3, 12)], [_outcome("sgd", 3, 15)], set(), similar=False, margin=0.0)
     assert t["recipe"] is False and t["d"] == pytest.approx(-0.15) and t["seeds"] == 1
-    assert "one seed" in t["test"] and "cannot judge a recipe" in t["test"]
+    assert t["test"] == ("McNemar, one seed: these two trained networks differ or not on this test set; one "
+                         "training run cannot judge a recipe")
+    # a deterministic method against one training seed: still one trained network, not a recipe
+    against_svm = pair_test([_outcome("svm", 0, 12)], [_outcome("finetune", 3, 15)], {"svm"}, similar=False,
+                            margin=0.0)
+    assert against_svm["recipe"] is False and against_svm["test"] == t["test"]
+
+
+def test_pair_test_of_two_methods_that_agree_on_every_image_finds_nothing_to_detect():
+    from labkit.questions.experiments import pair_test
+    t = pair_test([_outcome("svm", 0, 15)], [_outcome("zero_shot", 0, 15)], {"svm", "zero_shot"}, similar=False,
+                  margin=0.0)
+    assert (t["d"], t["low"], t["high"], t["p"], t["min_detectable"]) == (0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 @pytest.mark.parametrize("recipe_first", [True, False])
@@ -300,6 +494,18 @@ def test_pair_test_of_two_recipes_pairs_seed_k_with_seed_k_over_the_common_seeds
                           "recipe": False, "test": "fewer than 2 common seeds"}
 
 
+def test_pair_test_of_two_recipes_with_two_common_seeds_is_a_t_test():
+    from labkit.questions.experiments import pair_test
+    a = [_outcome("adam", k, right) for k, right in ((0, 18), (1, 16))]
+    b = [_outcome("sgd", k, right) for k, right in ((0, 14), (1, 14))]
+    t = pair_test(a, b, set(), similar=False, margin=0.0)
+    diffs = np.array([0.2, 0.1])  # 18 - 14 and 16 - 14 of 20
+    assert t["seeds"] == 2 and t["recipe"] is True and t["test"] == "paired t-test over seeds (seed k with seed k)"
+    assert t["d"] == pytest.approx(0.15) and t["p"] == pytest.approx(metrics.seed_test(list(diffs), [0.0, 0.0])[1])
+    # one degree of freedom: t_0.975 = 12.7062, t_0.80 = 1.3764 (t tables); the differences' standard error 0.05
+    assert t["min_detectable"] == pytest.approx((12.7062 + 1.3764) * 0.05, abs=1e-5)
+
+
 def test_the_power_margin_is_t_0975_plus_t_080_with_n_minus_1_degrees_of_freedom():
     from labkit.questions.experiments import _power_margin
     assert _power_margin(3) == pytest.approx(4.302653 + 1.060660, abs=1e-5)  # t tables, 2 degrees of freedom
@@ -317,3 +523,31 @@ def test_one_seed_verdicts_speak_of_two_networks_and_seed_verdicts_name_the_bett
                            ["a", "b"])
     (row,) = seeds.to_dict("records")
     assert row["verdict"] == "real difference: b better" and row["A - B"] < 0 and row["Holm p"] < 0.05
+
+
+def test_a_holm_p_of_exactly_the_significance_level_is_not_a_difference(monkeypatch):
+    """Significant means p below 0.05, as in the claims' verdicts: a p of exactly 0.05 is within noise."""
+    real_seed_test = metrics.seed_test
+    monkeypatch.setattr(metrics, "mcnemar", lambda *args: metrics.SIGNIFICANCE)
+    monkeypatch.setattr(metrics, "seed_test", lambda a, b: (real_seed_test(a, b)[0], metrics.SIGNIFICANCE))
+    one = noise_verdicts({"a": [_outcome("a", 0, 20)], "b": [_outcome("b", 0, 2)]}, ["a", "b"])
+    assert one.loc[0, "Holm p"] == 0.05
+    assert one.loc[0, "verdict"] == "these two trained networks do not differ (one seed: not a verdict on the recipes)"
+    seeds = noise_verdicts({"a": [_outcome("a", k, 20 - k) for k in range(3)],
+                            "b": [_outcome("b", k, 2 + 2 * k) for k in range(3)]}, ["a", "b"])
+    assert seeds.loc[0, "Holm p"] == 0.05 and seeds.loc[0, "verdict"] == "within noise"
+
+
+def test_verdict_text_names_each_pairs_test():
+    verdicts = pd.DataFrame([
+        {"run A": "adam", "run B": "sgd", "seeds": 2, "test": "paired t-test over seeds (seed k with seed k)",
+         "Holm p": 0.0123456, "verdict": "real difference: adam better"},
+        {"run A": "finetune", "run B": "svm", "seeds": 3,
+         "test": "one-sample t-test of the per-seed differences against the deterministic method", "Holm p": 0.5,
+         "verdict": "within noise"},
+        {"run A": "svm", "run B": "zero_shot", "seeds": 1, "test": "McNemar, same test images (deterministic methods: "
+         "this is the recipe test)", "Holm p": 0.0004, "verdict": "real difference: svm better"}])
+    assert verdict_text(verdicts) == (
+        "adam vs sgd: real difference: adam better (Holm-adjusted p = 0.0123, paired t-test over 2 seeds); "
+        "finetune vs svm: within noise (Holm-adjusted p = 0.5, one-sample t-test over 3 seeds); "
+        "svm vs zero_shot: real difference: svm better (Holm-adjusted p = 0.0004, McNemar)")
