@@ -28,12 +28,12 @@ system-deps:
 test: setup system-deps
 	$(PY) -m pytest
 
-# Mutation testing (mutmut; slow, so not part of `make test`): each module is mutated against its own test
-# file only (labkit/a/b.py -> tests/a/test_b.py), one mutant at a time; tests/MUTATION.md lists the surviving
-# mutants judged equivalent. Work folders: .mutation/<module>/ (git-ignored). For example:
+# Mutation testing (mutmut; slow, so not part of `make test`): each module is mutated against its own fast
+# tests (labkit/a/b.py -> tests/a/test_b.py, plus the files tests/run_mutation.py names in MORE_TESTS; tests
+# marked slow left out); tests/MUTATION.md lists the surviving mutants judged equivalent. Work folders:
+# .mutation/<module>/ (git-ignored). Without MODULES: every module the script lists (DEFAULT_MODULES). E.g.
 #   make mutation MODULES="labkit/metrics.py labkit/runs.py" MUTATION_JOBS=2
-MODULES ?= labkit/metrics.py labkit/runs.py labkit/training/optim.py labkit/training/losses.py \
-	labkit/training/checkpoints.py
+MODULES ?=
 MUTATION_JOBS ?= 1
 mutation: setup
 	$(PY) tests/run_mutation.py --jobs $(MUTATION_JOBS) $(MODULES)
