@@ -257,7 +257,7 @@ def test_stale_references_and_other_entries_are_refused_naming_them(tmp_path):
     assert torch.equal(bigger.head.weight, Tiny().head.weight)  # refused before loading anything
 
 
-def test_load_marks_the_file_as_used_and_refuses_pickled_code(tmp_path):
+def test_load_marks_the_file_as_used_and_refuses_pickled_code(tmp_path, monkeypatch):
     model, optimizer, term, source = _trained(steps=1)
     path = tmp_path / "run.pt"
     ckpt.save_training(path, 1, model, optimizer, [term], HISTORY, None, None)
@@ -267,8 +267,23 @@ def test_load_marks_the_file_as_used_and_refuses_pickled_code(tmp_path):
               source)
     assert path.stat().st_mtime > 1.7e9  # for `python -m labkit cache --prune`
     torch.save({"epoch": 1, "final": False, "history": SimpleNamespace()}, tmp_path / "evil.pt")  # not plain data
+    # refused even where torch's own default unpickles anything (torch < 2.6, or this variable set)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(pickle.UnpicklingError):
         ckpt.load(tmp_path / "evil.pt", Tiny(), None, [], None, source)
+
+
+def test_a_checkpoint_written_on_a_gpu_loads_on_a_machine_without_one(tmp_path, monkeypatch):
+    """A final state trained on a GPU, re-rendered on a laptop: its tensors are read onto the CPU."""
+    model, _, term, source = _trained(steps=1)
+    path = tmp_path / "run.pt"
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")  # as torch.save tags CUDA tensors
+        ckpt.save_final(path, 1, model, [term], HISTORY, None, source)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    fresh = Tiny()
+    ckpt.load(path, fresh, None, [_term()], None, ckpt.source_hashes(fresh))
+    assert _equal(fresh.state_dict(), model.state_dict())
 
 
 def test_keep_epoch_keeps_each_epochs_file_as_it_was(tmp_path, monkeypatch):
