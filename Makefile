@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.labkit-setup
 
-.PHONY: setup test report plan lab data bench bench-gpu check-device sweep compare clean system-deps mutation
+.PHONY: setup test report plan lab data bench bench-gpu check-device sweep compare clean system-deps mutation example-bugs
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ MODULES ?=
 MUTATION_JOBS ?= 1
 mutation: setup
 	$(PY) tests/run_mutation.py --jobs $(MUTATION_JOBS) $(MODULES)
+
+# The realistic wiring bugs that once survived the suite, injected one at a time into a throwaway copy: each
+# must make its mirroring test file fail within a minute (tests/run_example_bugs.py; about 3 minutes).
+example-bugs: setup
+	$(PY) tests/run_example_bugs.py
 
 # SET="weights=none" overrides a parameter in every notebook that declares it (several: SET="a=1 b=2");
 # YES=1 starts without asking when the forecast exceeds an hour.
