@@ -282,3 +282,17 @@ def test_predictions_leave_out_a_run_tested_on_other_images(tmp_path):
     assert blob["run"].tolist() == ["adam"] and blob["seed"].tolist() == [3]
     assert blob["predictions"].dtype == np.int16 and blob["predictions"].tolist() == [[2, 1, 0, 1]]
     assert np.isnan(blob["probability"]).all() and blob["classes"].tolist() == ["a", "b", "c"]
+
+
+def test_predictions_of_an_empty_test_set_keep_text_ids(tmp_path):
+    """A split with no test images happens (summarize reports "no test images"): the ids array is still text
+    (numpy would make an empty list float64), so a reader can compare ids across files of any size."""
+    import numpy as np
+    import torch
+
+    from labkit.data import ImageSet
+    empty = ImageSet(torch.zeros(0, 3, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), ["a", "b"])
+    blob = np.load(Results("q3", "smoke", "none", "cpu", {}, tmp_path).predictions({}, empty))
+    assert blob["ids"].dtype.kind == "U" and blob["ids"].shape == (0,)
+    assert blob["labels"].dtype == np.int16 and blob["predictions"].shape == (0, 0)
+    assert blob["classes"].tolist() == ["a", "b"]
