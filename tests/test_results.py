@@ -159,7 +159,6 @@ def test_fractions_and_costs_are_accepted_at_their_bounds_and_refused_beyond(tmp
     assert r.add_run("all_right", 1.0, status="ok", macro_f1=1.0)["macro_f1"] == 1.0
     assert r.add_run("free", 0.5, status="ok", train_seconds=0, epochs=0.5, seeds=0)["epochs"] == 0.5
     assert r.add_run("nan_metric", 0.5, status="ok", macro_f1=float("nan"))["macro_f1"] is None
-    import pytest
     with pytest.raises(ValueError, match=r"run 'x': accuracy must be a fraction in 0..1, got 1.5"):
         r.add_run("x", 1.5, status="ok")
     with pytest.raises(ValueError, match=r"run 'x': accuracy must be a fraction in 0..1, got -0.01"):
