@@ -1,5 +1,6 @@
 """The claims, judged on constructed outcomes: each verdict where it must come out, direction always counting."""
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -141,3 +142,55 @@ def test_on_real_size_generated_data_the_verdicts_test_the_pipeline(tmp_path, mo
     table = claims.report(Results("q3", "cpu", "none", "cpu", {}, tmp_path), runner, {"data_source": "real"})
     assert "generated data with the real sizes" in shown[0].data and "test the pipeline" in shown[0].data
     assert not table["ours"].str.contains("original inside|original outside").any()
+
+
+def flow_run(name: str, mean_abs_grad, seed: int = 0, error=None, artifacts=None) -> Outcome:
+    """One seed's Outcome with a gradient-flow summary as q3's ``train_and_test`` gives it (first layer first)."""
+    flow = pd.DataFrame({"layer": [f"layer{i}" for i in range(len(mean_abs_grad))], "mean_abs_grad": mean_abs_grad,
+                         "max_abs_grad": mean_abs_grad})
+    return Outcome(name, {}, seed, None, Y, Y, error=error,
+                   artifacts={"gradient_flow": flow} if artifacts is None else artifacts)
+
+
+def test_a_flow_claim_is_judged_on_each_runs_first_seed_at_its_worst_run():
+    """bs16's first layer gets 0.5 / 2.0 = 0.25 of its largest layer, bs64's 0.02 / 4.0 = 0.005: bs64 is the worst,
+    above 1e-3. The second seeds (one failed and without a summary, one with its first layer on top) never count."""
+    outcomes = {"bs16": [flow_run("bs16", [0.5, 2.0, 1.0]), flow_run("bs16", [], seed=1, error="OOM", artifacts={})],
+                "bs64": [flow_run("bs64", [0.02, 4.0, 1.0]), flow_run("bs64", [5.0, 1.0], seed=1)]}
+    row = judge_one({"a": ["bs16", "bs64"], "direction": ">", "test": "flow"}, outcomes)
+    assert {k: row[k] for k in ("runs", "original", "verdict", "ours", "test")} == {
+        "runs": "bs16, bs64", "original": "", "verdict": "reproduced",
+        "ours": "first layer at 0.005 of the largest layer's mean gradient at worst (bs64)",
+        "test": "first layer's mean |gradient| >= 0.001 x the largest layer's, in every run (first seed)"}
+    assert row["p"] is None and row["p_holm"] is None  # no p-value: Holm leaves it out
+
+
+def test_a_flow_claim_on_one_run_named_without_a_list():
+    """``a: adam`` (a name, not a list): its row names the run (it listed the name's letters, "a, d, a, m")."""
+    row = judge_one({"a": "adam", "direction": ">", "test": "flow"}, {"adam": [flow_run("adam", [0.3, 0.6])]})
+    assert (row["runs"], row["verdict"]) == ("adam", "reproduced")
+    assert row["ours"] == "first layer at 0.5 of the largest layer's mean gradient at worst (adam)"
+
+
+@pytest.mark.parametrize("flow, verdict, ratio", [
+    ([0.001, 1.0, 0.5], "reproduced", "0.001"),  # exactly FLOW_RATIO: reaches the first layer
+    ([0.0009, 1.0, 0.5], "contradicted", "0.0009"),
+    ([0.002, 0.5, 0.25], "reproduced", "0.004"),  # every gradient below 1: still a ratio to the largest
+    ([0.0, 0.0, 0.0], "contradicted", "0"),  # no gradient anywhere (not 0 / 0)
+    ([], "contradicted", "0"),  # no layer recorded
+])
+def test_flow_ratio_of_the_first_layer_to_the_largest(flow, verdict, ratio):
+    row = claims._flow_row({"a": "adam"}, {"adam": [flow_run("adam", flow)]})
+    assert row == {"runs": "adam", "verdict": verdict,
+                   "ours": f"first layer at {ratio} of the largest layer's mean gradient at worst (adam)",
+                   "test": "first layer's mean |gradient| >= 0.001 x the largest layer's, in every run (first seed)"}
+
+
+def test_a_flow_claim_is_not_run_when_a_runs_first_seed_is_missing_failed_or_without_flow():
+    fine = [flow_run("fine", [1.0, 1.0])]
+    cases = {"gone": {"fine": fine},  # skipped
+             "failed": {"fine": fine, "failed": [flow_run("failed", [1.0, 1.0], error="diverged")]},  # its summary too
+             "blind": {"fine": fine, "blind": [flow_run("blind", [1.0, 1.0], artifacts={})]}}
+    for name, outcomes in cases.items():
+        assert claims._flow_row({"a": ["fine", name]}, outcomes) == {
+            "runs": f"fine, {name}", "verdict": "not run", "test": f"gradient flow of {name}: not run"}
