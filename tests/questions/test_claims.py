@@ -254,11 +254,12 @@ def test_each_row_carries_its_claims_words_statedness_and_confounds():
 
 
 def test_a_group_claim_gets_a_row_per_run_of_b():
-    data = {"qx": [{"id": "best", "claim": "a is the best", "a": "a", "b": ["b", "c"], "direction": ">"}]}
+    """Each run of b against a, a skipped one (gone) among them: not run, and the runs after it still judged."""
+    data = {"qx": [{"id": "best", "claim": "a is the best", "a": "a", "b": ["b", "gone", "c"], "direction": ">"}]}
     table = judge_with(data, "qx", {"a": runs("a", [0.9, 0.91]), "b": runs("b", [0.8, 0.8]),
                                     "c": runs("c", [0.7, 0.7])})
     assert table[["claim_id", "runs", "verdict"]].values.tolist() == [
-        ["best:b", "a > b", "reproduced"], ["best:c", "a > c", "reproduced"]]
+        ["best:b", "a > b", "reproduced"], ["best:gone", "a > gone", "not run"], ["best:c", "a > c", "reproduced"]]
 
 
 def test_flow_causal_and_not_run_claims_leave_the_claims_after_them_judged():
