@@ -191,7 +191,7 @@ def test_flow_ratio_of_the_first_layer_to_the_largest(flow, verdict, ratio):
 def test_a_flow_claim_is_not_run_when_a_runs_first_seed_is_missing_failed_or_without_flow():
     fine = [flow_run("fine", [1.0, 1.0])]
     cases = {"gone": {"fine": fine},  # skipped
-             "failed": {"fine": fine, "failed": [flow_run("failed", [1.0, 1.0], error="diverged")]},  # its summary too
+             "failed": {"fine": fine, "failed": [flow_run("failed", [1.0, 1.0], error="diverged")]},  # though it has a summary
              "blind": {"fine": fine, "blind": [flow_run("blind", [1.0, 1.0], artifacts={})]}}
     for name, outcomes in cases.items():
         assert claims._flow_row({"a": ["fine", name]}, outcomes) == {
@@ -254,12 +254,12 @@ def test_each_row_carries_its_claims_words_statedness_and_confounds():
 
 
 def test_a_group_claim_gets_a_row_per_run_of_b():
-    """Each run of b against a, a skipped one (gone) among them: not run, and the runs after it still judged."""
-    data = {"qx": [{"id": "best", "claim": "a is the best", "a": "a", "b": ["b", "gone", "c"], "direction": ">"}]}
-    table = judge_with(data, "qx", {"a": runs("a", [0.9, 0.91]), "b": runs("b", [0.8, 0.8]),
-                                    "c": runs("c", [0.7, 0.7])})
+    """Each run of b against a (two are a group already), a skipped one (gone) first: not run, and the run after
+    it still judged."""
+    data = {"qx": [{"id": "best", "claim": "a is the best", "a": "a", "b": ["gone", "c"], "direction": ">"}]}
+    table = judge_with(data, "qx", {"a": runs("a", [0.9, 0.91]), "c": runs("c", [0.7, 0.7])})
     assert table[["claim_id", "runs", "verdict"]].values.tolist() == [
-        ["best:b", "a > b", "reproduced"], ["best:gone", "a > gone", "not run"], ["best:c", "a > c", "reproduced"]]
+        ["best:gone", "a > gone", "not run"], ["best:c", "a > c", "reproduced"]]
 
 
 def test_flow_causal_and_not_run_claims_leave_the_claims_after_them_judged():
@@ -326,6 +326,8 @@ def test_on_real_data_ours_says_whether_the_originals_number_is_inside_our_inter
 
 @pytest.mark.parametrize("interval", [(0.8233, 0.84), (0.80, 0.8233)])
 def test_the_originals_number_on_an_edge_of_our_interval_is_inside(monkeypatch, interval):
+    """No t-interval of real accuracies ends exactly on 82.33 %: the interval is set here to find where an edge
+    counts (inside)."""
     monkeypatch.setattr(metrics, "mean_interval", lambda diffs, confidence=0.95: interval)
     data = {"q3": [{"id": "c", "claim": "Adam beats SGD", "a": "adam", "b": "sgd", "direction": ">"}]}
     row = judge_with(data, "q3", {"adam": runs("adam", [0.82, 0.83]), "sgd": runs("sgd", [0.60])}, real_data=True)
