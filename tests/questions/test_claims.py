@@ -191,7 +191,8 @@ def test_flow_ratio_of_the_first_layer_to_the_largest(flow, verdict, ratio):
 def test_a_flow_claim_is_not_run_when_a_runs_first_seed_is_missing_failed_or_without_flow():
     fine = [flow_run("fine", [1.0, 1.0])]
     cases = {"gone": {"fine": fine},  # skipped
-             "failed": {"fine": fine, "failed": [flow_run("failed", [1.0, 1.0], error="diverged")]},  # though it has a summary
+             # failed, though it holds a summary
+             "failed": {"fine": fine, "failed": [flow_run("failed", [1.0, 1.0], error="diverged")]},
              "blind": {"fine": fine, "blind": [flow_run("blind", [1.0, 1.0], artifacts={})]}}
     for name, outcomes in cases.items():
         assert claims._flow_row({"a": ["fine", name]}, outcomes) == {
@@ -272,7 +273,8 @@ def test_flow_causal_and_not_run_claims_leave_the_claims_after_them_judged():
     table = judge_with(data, "qx", {"a": a, "b": runs("b", [0.80, 0.81, 0.80])}).set_index("claim_id")
     assert table.index.tolist() == ["flow", "cause", "gone", "ab"]
     assert table.loc[["flow", "cause", "gone", "ab"], ["runs", "original", "verdict"]].values.tolist() == [
-        ["a", "", "reproduced"], ["a vs b", "", "inconclusive"], ["a > gone", "", "not run"], ["a > b", "", "reproduced"]]
+        ["a", "", "reproduced"], ["a vs b", "", "inconclusive"], ["a > gone", "", "not run"],
+        ["a > b", "", "reproduced"]]
     assert table.loc["cause", "test"] == ("not testable from these runs: batch size changes the update count and the "
                                           "gradient noise together (see the gradient magnitude against batch size)")
     assert table.loc["gone", "test"] == "a run it needs was skipped, failed or diverged"
@@ -317,7 +319,8 @@ def test_on_real_data_ours_says_whether_the_originals_number_is_inside_our_inter
     data = {"q3": [{"id": "c", "claim": "Adam beats SGD", "a": "adam", "b": "sgd", "direction": ">"}]}
     outcomes = {"adam": runs("adam", [0.82, 0.83, 0.825]), "sgd": runs("sgd", [0.60, 0.61, 0.62])}
     assert judge_with(data, "q3", outcomes, real_data=True).iloc[0]["ours"] == (
-        "82.5 % ± 0.5 % (3 seeds); original inside our 95 % interval vs 61.0 % ± 1.0 % (3 seeds); original outside it")
+        "82.5 % ± 0.5 % (3 seeds); original inside our 95 % interval vs "
+        "61.0 % ± 1.0 % (3 seeds); original outside it")
     assert judge_with(data, "q3", outcomes).iloc[0]["ours"] == "82.5 % ± 0.5 % (3 seeds) vs 61.0 % ± 1.0 % (3 seeds)"
     two = {"adam": runs("adam", [0.82, 0.83]), "sgd": runs("sgd", [0.60])}
     assert judge_with(data, "q3", two, real_data=True).iloc[0]["ours"] == (
@@ -375,7 +378,8 @@ def show_report(tmp_path, monkeypatch, notebook: str, P: dict, outcomes: dict, q
 def test_the_claims_section_on_real_data(tmp_path, monkeypatch):
     """The counts alone lead; ours against the original's interval; claims.csv holds COLUMNS and no index."""
     monkeypatch.setattr(claims, "_data", lambda: {"q3": [
-        {"id": "adam-sgd", "claim": "Adam beats SGD", "a": "adam", "b": "sgd", "direction": ">", "confounds": "epochs"}]})
+        {"id": "adam-sgd", "claim": "Adam beats SGD", "a": "adam", "b": "sgd", "direction": ">",
+         "confounds": "epochs"}]})
     outcomes = {"adam": runs("adam", [0.82, 0.83, 0.825]), "sgd": runs("sgd", [0.60, 0.61, 0.62])}
     table, shown = show_report(tmp_path, monkeypatch, "q3", {"data_source": "real"}, outcomes)
     assert shown[0].data == "**1 reproduced, 0 contradicted, 0 inconclusive, 0 not run.**"
