@@ -69,13 +69,13 @@ def _flow_row(claim: dict, outcomes: dict) -> dict:
     for name in names:
         runs = outcomes.get(name)
         if not runs or runs[0].error or "gradient_flow" not in runs[0].artifacts:
-            return {"verdict": "not run", "test": f"gradient flow of {name}: not run"}
+            return {"runs": ", ".join(names), "verdict": "not run", "test": f"gradient flow of {name}: not run"}
         flow = runs[0].artifacts["gradient_flow"]["mean_abs_grad"].to_numpy()
         ratios[name] = float(flow[0] / flow.max()) if len(flow) and flow.max() > 0 else 0.0
     worst = min(ratios, key=ratios.get)
     ok = ratios[worst] >= FLOW_RATIO
-    return {"verdict": "reproduced" if ok else "contradicted", "ours": f"first layer at {ratios[worst]:.3g} of the "
-            f"largest layer's mean gradient at worst ({worst})",
+    return {"runs": ", ".join(names), "verdict": "reproduced" if ok else "contradicted",
+            "ours": f"first layer at {ratios[worst]:.3g} of the largest layer's mean gradient at worst ({worst})",
             "test": f"first layer's mean |gradient| >= {FLOW_RATIO:g} x the largest layer's, in every run (first seed)"}
 
 
@@ -91,9 +91,8 @@ def judge(notebook: str, outcomes: dict, deterministic=(), real_data: bool = Fal
                 "stated": bool(claim.get("stated")), "confounds": claim.get("confounds", ""),
                 "ranking": claim.get("ranking")}
         kind = claim.get("test", "recipe")
-        if kind == "flow":
-            names = claim["a"]
-            rows.append({**base, "runs": ", ".join(names), "original": "", **_flow_row(claim, outcomes)})
+        if kind == "flow":  # its row names its runs: one (a name) or several (a list)
+            rows.append({**base, "original": "", **_flow_row(claim, outcomes)})
             continue
         if kind == "causal":
             rows.append({**base, "runs": f"{claim['a']} vs {claim['b']}", "original": "", "verdict": "inconclusive",
