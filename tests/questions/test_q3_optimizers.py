@@ -101,3 +101,132 @@ def test_the_batch_size_verdict_says_what_the_originals_numbers_cannot_tell():
     apart = q3.batch_size_verdict(runs((("adam_bs16", (190, 189, 191)), ("adam_bs32", (150, 152, 149)),
                                          ("adam_bs64", (120, 121, 119)))), summary)
     assert "real difference" in apart and "either" not in apart
+
+
+def _table(rows: dict):
+    """A summary table as ``experiments.summarize`` makes it, with only the columns the sentences read."""
+    import pandas as pd
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def test_describe_gives_each_runs_accuracy_its_spread_over_seeds_and_its_flag():
+    """The spread only for two seeds or more and only where it is a number; the status only when not "ok" (in
+    words); a name missing from the table said so, in the order asked."""
+    table = _table({
+        "sgd": {"accuracy": 0.5754, "std_over_seeds": 0.0123, "seeds": 2, "status": "ok"},
+        "adam": {"accuracy": 0.7917, "std_over_seeds": 0.0456, "seeds": 1, "status": "at_chance"},  # one seed
+        "sgd_bs1": {"accuracy": 0.4321, "std_over_seeds": float("nan"), "seeds": 3, "status": "below_chance"},
+    })
+    assert q3.describe(table, ["sgd", "missing", "adam", "sgd_bs1"]) == (
+        "`sgd` 57.5 % ± 1.2 %, `missing` (not run), `adam` 79.2 %, **at chance**, `sgd_bs1` 43.2 %, **below chance**")
+    assert q3.describe(table, []) == ""
+
+
+def test_best_run_is_the_highest_accuracy_among_the_named_runs_that_have_one():
+    """A run without an accuracy (NaN: failed), named first, never wins (NaN compares false both ways, so a max
+    over it would keep it); names not in the table are left out; none at all gives None."""
+    table = _table({"failed": {"accuracy": float("nan")}, "low": {"accuracy": 0.61}, "high": {"accuracy": 0.83},
+                    "unasked": {"accuracy": 0.99}})
+    assert q3.best_run(table, ["failed", "low", "not_run", "high"]) == "high"
+    assert q3.best_run(table, ["failed", "low"]) == "low"
+    assert q3.best_run(table, ["failed", "not_run"]) is None and q3.best_run(table, []) is None
+
+
+def _right_on_the_first(ks_by_name, n=200):
+    """Outcomes on ``n`` test images alternating between two classes, right on the first k images, one k per
+    seed: accuracy k / n."""
+    y = np.arange(n) % 2
+    return {name: [q3.Outcome(name, {}, s, None, y, np.where(np.arange(n) < k, y, 1 - y))
+                   for s, k in enumerate(ks)] for name, ks in ks_by_name.items()}
+
+
+ORIGINAL_SPAN = ("The original's 82.85 / 81.89 / 82.33 % span 0.96 points on 7,500 test images; its predictions and "
+                 "seeds are not published, so whether that span is more than noise cannot be judged from its numbers "
+                 "(two independent runs on 7,500 images differ by up to {} points by test-set noise alone, 95 %, "
+                 "before any seed-to-seed spread)")
+
+
+def test_the_batch_size_verdict_word_for_word_with_the_updates_of_the_runs_that_have_them(monkeypatch):
+    """The original's 82.85 / 81.89 / 82.33 % (adam_bs16 / bs32 / bs64) span 0.96 points; the yardstick is asked
+    for their mean, (0.8285 + 0.8189 + 0.8233) / 3, on its 7,500 test images, and shown in points to one decimal:
+    a stand-in yardstick of 0.0104 shows as 1.0 (1.04 points). Update counts only for the runs in the summary with
+    a number (not `adam_bs64`, absent, nor `adam_bs32`, NaN)."""
+    import pandas as pd
+    asked = []
+    monkeypatch.setattr(q3, "two_run_yardstick", lambda accuracy, n: asked.append((accuracy, n)) or 0.0104)
+    part_b = _right_on_the_first({"adam_bs16": (170, 166, 173), "adam_bs32": (169, 171, 167),
+                                  "adam_bs64": (171, 168, 170)})
+    summary = pd.DataFrame({"updates": [330.0, float("nan")]}, index=["adam_bs16", "adam_bs32"])
+    text = q3.batch_size_verdict(part_b, summary)
+    assert asked == [(pytest.approx((0.8285 + 0.8189 + 0.8233) / 3), 7500)]
+    within = ("adam_bs16 vs adam_bs32: within noise (Holm-adjusted p = 1, paired t-test over 3 seeds); "
+              "adam_bs16 vs adam_bs64: within noise (Holm-adjusted p = 1, paired t-test over 3 seeds); "
+              "adam_bs32 vs adam_bs64: within noise (Holm-adjusted p = 1, paired t-test over 3 seeds)")
+    assert text == (f"{within}. Updates made: `adam_bs16` 330 (the comparison is at equal epochs and learning rate, "
+                    f"not at equal updates). {ORIGINAL_SPAN.format('1.0')}, and our own runs show no real difference "
+                    f"either.")
+
+
+def test_the_batch_size_verdict_without_a_comparison_or_update_counts():
+    """One batch size (nothing to compare), no summary or one without an `updates` column: no verdict, no update
+    counts, and no claim that our runs agree. The real yardstick: 1.96 · √2 · √(p (1 − p) / 7500) with p =
+    0.82357 is 0.0122, 1.2 points."""
+    import pandas as pd
+    one = _right_on_the_first({"adam_bs16": (170, 166)})
+    expected = f"no comparison was possible. {ORIGINAL_SPAN.format('1.2')}."
+    assert q3.batch_size_verdict(one) == expected
+    assert q3.batch_size_verdict(one, pd.DataFrame({"accuracy": [0.85]}, index=["adam_bs16"])) == expected
+
+
+def test_findings_word_for_word_with_three_seeds_a_flagged_sgd_bs1_and_a_skipped_part():
+    """One paragraph per part in the notebook's order: a part with no outcomes (absent here) is "skipped"; sgd_bs1
+    flagged beside the original's 43.24 %; the batch sizes followed by their verdict (with the summary's update
+    counts); the betas' best run named; the seed count closing."""
+    seeds = {"seeds": 3, "status": "ok"}
+    summary = _table({
+        "sgd_bs1": {"accuracy": 0.485, "std_over_seeds": 0.015, "seeds": 3, "status": "below_chance"},
+        "adam": {"accuracy": 0.815, "std_over_seeds": 0.025, **seeds},
+        "adam_bs16": {"accuracy": 0.845, "std_over_seeds": 0.015, "updates": 330.0, **seeds},
+        "adam_bs32": {"accuracy": 0.835, "std_over_seeds": 0.01, "updates": 165.0, **seeds},
+        "b_low": {"accuracy": 0.705, "std_over_seeds": 0.02, **seeds},
+        "b_high": {"accuracy": 0.805, "std_over_seeds": 0.03, **seeds},
+    })
+    part_b = _right_on_the_first({"adam_bs16": (170, 166, 173), "adam_bs32": (169, 171, 167)})
+    parts = {"optimizers": _right_on_the_first({"sgd_bs1": (97, 96, 98), "adam": (160, 163, 166)}),
+             "batch_sizes": part_b, "betas": _right_on_the_first({"b_low": (140, 141, 142), "b_high": (160, 161, 162)})}
+    verdict = q3.batch_size_verdict(part_b, summary)  # word for word in the tests above
+    assert "`adam_bs16` 330, `adam_bs32` 165" in verdict
+    assert q3.findings(summary, parts, {"seeds": [0, 1, 2]}) == "\n\n".join([
+        "**(a) optimizers:** test accuracy `sgd_bs1` 48.5 % ± 1.5 %, **below chance**, `adam` 81.5 % ± 2.5 %. "
+        "Batch-size-1 SGD is flagged (below chance); the original report's 43.24 % for it is below chance too.",
+        f"**(b) batch sizes:** test accuracy `adam_bs16` 84.5 % ± 1.5 %, `adam_bs32` 83.5 % ± 1.0 %. Between them: "
+        f"{verdict}",
+        "**(c) order:** skipped.",
+        "**(d) Adam's betas:** test accuracy `b_low` 70.5 % ± 2.0 %, `b_high` 80.5 % ± 3.0 %. The best here is "
+        "`b_high`.",
+        "These figures come from 3 training seed(s) (mean ± standard deviation over seeds above)."])
+
+
+def test_findings_with_one_seed_an_unflagged_sgd_bs1_and_no_best_beta():
+    """sgd_bs1 "ok", or not in the summary at all: no flag; an empty batch-size part is skipped (no verdict); the
+    order part gets no extra sentence; betas whose runs all failed name no best; one seed says its differences may
+    be noise."""
+    one = {"std_over_seeds": None, "seeds": 1}
+    summary = _table({"sgd_bs1": {"accuracy": 0.625, "status": "ok", **one},
+                      "adam": {"accuracy": 0.755, "status": "ok", **one},
+                      "shuffled": {"accuracy": 0.735, "status": "ok", **one},
+                      "b_failed": {"accuracy": float("nan"), "status": "failed", **one}})
+    parts = {"optimizers": _right_on_the_first({"sgd_bs1": (125,), "adam": (151,)}), "batch_sizes": {},
+             "order": _right_on_the_first({"shuffled": (147,)}), "betas": {"b_failed": []}}
+    closing = ("These figures come from 1 training seed(s) — with one seed, differences of a few points between runs "
+               "may be noise; the full profile uses three seeds.")
+    assert q3.findings(summary, parts, {"seeds": [4]}) == "\n\n".join([
+        "**(a) optimizers:** test accuracy `sgd_bs1` 62.5 %, `adam` 75.5 %.",
+        "**(b) batch sizes:** skipped.",
+        "**(c) order:** test accuracy `shuffled` 73.5 %.",
+        "**(d) Adam's betas:** test accuracy `b_failed` n/a, **failed**.",
+        closing])
+    without_sgd_bs1 = summary.drop(index="sgd_bs1")
+    assert q3.findings(without_sgd_bs1, {"optimizers": _right_on_the_first({"adam": (151,)})}, {"seeds": [4]}) == (
+        "**(a) optimizers:** test accuracy `adam` 75.5 %.\n\n**(b) batch sizes:** skipped.\n\n**(c) order:** skipped."
+        f"\n\n**(d) Adam's betas:** skipped.\n\n{closing}")
