@@ -230,3 +230,105 @@ def test_findings_with_one_seed_an_unflagged_sgd_bs1_and_no_best_beta():
     assert q3.findings(without_sgd_bs1, {"optimizers": _right_on_the_first({"adam": (151,)})}, {"seeds": [4]}) == (
         "**(a) optimizers:** test accuracy `adam` 75.5 %.\n\n**(b) batch sizes:** skipped.\n\n**(c) order:** skipped."
         f"\n\n**(d) Adam's betas:** skipped.\n\n{closing}")
+
+
+def test_passes_count_each_distinct_runs_images_by_hand():
+    """60 synthetic images (30 per class): test ceil(0.25 · 60) = 15, validation ceil(0.5 · 45) = 23, training the
+    other 22. Run "a" (SGD, batch 4, 3 epochs, the notebook's fp32) and its twin with the same settings are
+    trained once per seed; "b" (Adam, batch 16, the notebook's 2 epochs, bf16) after them. Validation and test
+    run at batch 256 without training (and as Adam: the optimizer does not change an inference pass)."""
+    from labkit.questions.contract import Pass, Setting
+    P = q3.parameters({**default_parameters("q3", "smoke"), "synthetic_per_class": 30, "test_fraction": 0.25,
+                       "val_fraction": 0.5, "image_size": 20, "epochs": 2, "precision": "fp32", "seeds": [0, 1],
+                       "runs_optimizers": [{"name": "a", "optimizer": "sgd", "batch_size": 4, "epochs": 3},
+                                           {"name": "twin", "optimizer": "sgd", "batch_size": 4, "epochs": 3}],
+                       "runs_batch_sizes": [{"name": "b", "optimizer": "adam", "batch_size": 16, "precision": "bf16"}],
+                       "runs_order": [], "runs_betas": []})
+
+    def three(name, seed, optimizer, batch, epochs, precision, train=22, val=23, test=15):
+        fit = Setting("smallcnn", 20, 20, batch, 2, True, optimizer=optimizer, precision=precision)
+        infer = Setting("smallcnn", 20, 20, 256, 2, False, optimizer="adam", precision=precision)
+        return [Pass("q3", f"{name} seed {seed}: training", fit, train * epochs),
+                Pass("q3", f"{name} seed {seed}: validation", infer, val * epochs),
+                Pass("q3", f"{name} seed {seed}: test", infer, test)]
+
+    def expected(**n):
+        return [*three("a", 0, "sgd", 4, 3, "fp32", **n), *three("a", 1, "sgd", 4, 3, "fp32", **n),
+                *three("b", 0, "adam", 16, 2, "bf16", **n), *three("b", 1, "adam", 16, 2, "bf16", **n)]
+
+    assert q3.passes(P) == expected()
+    # a training subset caps training only (2 · 5 = 10 < 22; 2 · 20 = 40 > 22 keeps 22)
+    assert q3.passes({**P, "train_per_class": 5}) == expected(train=10)
+    assert q3.passes({**P, "train_per_class": 20}) == expected()
+    # given sizes win over the data source: 40 images -> test 10, validation ceil(0.5 · 30) = 15, training 15
+    assert q3.passes({**P, "data_source": "real"}, {"images": 40}) == expected(train=15, val=15, test=10)
+    # the real dataset's 25,000 images: test 6,250, validation 9,375, training 9,375
+    assert q3.passes({**P, "data_source": "real"}) == expected(train=9375, val=9375, test=6250)
+
+
+def test_parameters_are_the_q3_notebooks_and_the_architecture_is_named():
+    from pathlib import Path
+    P = q3.parameters(default_parameters("q3", "smoke"))
+    assert Path(P["output_dir"]).parts[-3:] == ("reports", "smoke", "q3")
+    with pytest.raises(ParameterError, match="gradient_flow_every"):  # q3's own parameters are checked
+        q3.parameters({**default_parameters("q3"), "gradient_flow_every": 0})
+    assert q3.architecture(P) == "small CNN"
+
+
+def test_load_data_splits_the_generated_set_with_the_split_seed_and_fractions(isolated_root):
+    """The smoke set: 24 generated images per class at 64 px (plus one each of an empty, a truncated and a text
+    file, skipped without a warning reaching the notebook), decoded at 16 px. Test ceil(0.25 · 48) = 12, then
+    validation ceil(0.2 · 36) = 8 of the rest, then 10 training images per class from the other 28, all drawn with
+    the split seed 3 (not the training seeds), and the data's key made of the decoded set and the three index
+    lists."""
+    import warnings
+    from labkit.data import load_dogs_vs_cats, per_class_subset, stratified_split
+    from labkit.runs import data_identity
+    P = resolved_parameters("q3", "smoke", seed=3, test_fraction=0.25, val_fraction=0.2, train_per_class=10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = q3.load_data(P)
+    assert [w for w in caught if issubclass(w.category, UserWarning)] == []
+    root = isolated_root / "data" / "synthetic" / "dogs-vs-cats" / "broken1-image_size64-layoutkaggle-per_class24-seed0"
+    assert data.source == str(root) and len(data.skipped) == 3 and data.split_seed == 3
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 8, 12)
+    assert torch.bincount(data.train.labels).tolist() == [10, 10] and data.test.images.shape[1:] == (3, 16, 16)
+    # the same draws by hand, from the decoded set
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        full = load_dogs_vs_cats(root, image_size=16)
+    labels = full.labels.numpy()
+    train_val, test = stratified_split(labels, 0.25, 3)
+    tr, va = stratified_split(labels[train_val], 0.2, 3)
+    train = train_val[tr][per_class_subset(labels[train_val[tr]], 10, 3)]
+    for part, indices in ((data.train, train), (data.val, train_val[va]), (data.test, test)):
+        assert part.image_ids() == full.subset(indices).image_ids()
+    assert data.key == data_identity(full, train.tolist(), train_val[va].tolist(), test.tolist())
+    other_seed = q3.load_data({**P, "seed": 4})
+    assert other_seed.test.image_ids() != data.test.image_ids() and other_seed.key != data.key
+
+
+def test_load_data_reads_the_given_folder_or_the_real_datasets_own(isolated_root, tmp_path):
+    """A `data_dir` wins for synthetic and real data alike; real data without one is read from data/dogs-vs-cats
+    (what `make data` fetches). Each folder here holds its own number of images, so the counts tell which was
+    read."""
+    from labkit.data.synthetic import write_dogs_vs_cats
+    P = resolved_parameters("q3", "smoke", val_fraction=0.0)
+    given = write_dogs_vs_cats(tmp_path / "given", per_class=3, image_size=16, layout="petimages")
+    default_real = write_dogs_vs_cats(isolated_root / "data" / "dogs-vs-cats", per_class=4, image_size=16)
+    for source, data_dir, path, per_class in (("synthetic", str(given), given, 3), ("real", str(given), given, 3),
+                                              ("real", None, default_real, 4)):
+        data = q3.load_data({**P, "data_source": source, "data_dir": data_dir})
+        assert data.source == str(path) and len(data.train) + len(data.test) == 2 * per_class, (source, data_dir)
+
+
+def test_load_data_names_the_fraction_a_too_small_split_comes_from(isolated_root, tmp_path):
+    """One image per class cannot be split at all (the test split's fault); two per class leave one of each for
+    training and validation, too few to split again (val_fraction's, with its way out)."""
+    from labkit.data.synthetic import write_dogs_vs_cats
+    P = resolved_parameters("q3", "smoke", data_source="real", test_fraction=0.25, val_fraction=0.2)
+    for per_class, message in ((1, r"^test_fraction=0\.25: too few images"),
+                               (2, r"^val_fraction=0\.2: too few images .* or val_fraction=0 \(no validation split\)")):
+        folder = write_dogs_vs_cats(tmp_path / str(per_class), per_class=per_class, image_size=16)
+        with pytest.raises(ParameterError, match=message):
+            q3.load_data({**P, "data_dir": str(folder)})
