@@ -332,3 +332,31 @@ def test_load_data_names_the_fraction_a_too_small_split_comes_from(isolated_root
         folder = write_dogs_vs_cats(tmp_path / str(per_class), per_class=per_class, image_size=16)
         with pytest.raises(ParameterError, match=message):
             q3.load_data({**P, "data_dir": str(folder)})
+
+
+def test_plan_gives_each_run_the_notebooks_settings_under_its_own_for_every_training_seed():
+    """Every notebook-level setting a run does not set reaches it (optimizer, lr, momentum, weight decay, batch size,
+    epochs, gradient-flow interval, precision; the order is "shuffle" unless a run says otherwise); a run's own
+    keys win; Adam's betas become floats; a setting the run's optimizer would ignore is refused, wherever it came
+    from; a bad run is refused naming its part's parameter."""
+    P = q3.parameters({**default_parameters("q3", "smoke"), "optimizer": "sgd", "lr": 0.05, "momentum": 0.7,
+                       "weight_decay": 0.001, "batch_size": 12, "epochs": 3, "gradient_flow_every": 2,
+                       "precision": "bf16", "seeds": [5, 6]})
+    planned = q3.plan({**P, "runs_optimizers": [{"name": "plain"}], "runs_batch_sizes": [],
+                       "runs_order": [{"name": "sorted", "order": "class_sorted", "optimizer": "adam",
+                                       "momentum": None, "betas": [0.5, 0.99], "batch_size": 7, "lr": 0.002}],
+                       "runs_betas": []})
+    notebook = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.7, "betas": None, "weight_decay": 0.001,
+                "order": "shuffle", "batch_size": 12, "epochs": 3, "gradient_flow_every": 2, "precision": "bf16"}
+    assert list(planned) == ["optimizers", "batch_sizes", "order", "betas"]
+    assert [(r.name, r.settings, r.seed) for r in planned["optimizers"]["plain"]] == [
+        ("plain", notebook, 5), ("plain", notebook, 6)]
+    (sorted_run, _) = planned["order"]["sorted"]
+    assert sorted_run.settings == {**notebook, "optimizer": "adam", "momentum": None, "betas": [0.5, 0.99],
+                                   "order": "class_sorted", "batch_size": 7, "lr": 0.002}
+    with pytest.raises(ParameterError, match="run 'adam': momentum=0.7 does not apply to optimizer='adam'"):
+        q3.plan({**P, "runs_order": [{"name": "adam", "optimizer": "adam"}]})  # the notebook's momentum
+    none = {f"runs_{part}": [] for part in q3.PARTS}
+    for part in q3.PARTS:
+        with pytest.raises(ParameterError, match=rf"^runs_{part}\[0\] \(bad\): unknown key\(s\) 'colour'"):
+            q3.plan({**P, **none, f"runs_{part}": [{"name": "bad", "colour": "red"}]})
