@@ -184,7 +184,8 @@ def test_the_device_batches_and_network_are_the_runs_own(P, monkeypatch, capsys)
     every default), so each place that must be given it is seen to get it: the network's move, the three batch
     streams, fit. Training batches are the stored images normalised and nothing else (no augmentation); validation
     and test batches come in the split's order (the predictions are recorded per image); all three are
-    channels-last, as the network is; the network has two outputs; the progress bar names the run."""
+    channels-last, as the network is; the network has two outputs; the progress bar names the run; the outcome holds
+    the run's name, seed, and the network's predictions and confidence on the test split."""
     from labkit.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet
     from labkit.questions.contract import Data
     from labkit.models import SmallCNN
@@ -235,3 +236,13 @@ def test_the_device_batches_and_network_are_the_runs_own(P, monkeypatch, capsys)
         assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     assert call["model"](x).shape == (256, 2)  # two classes, two outputs
     assert "batches_run" in capsys.readouterr().err
+    # the outcome: the run's name and seed, the network's own answers on the test split in order, and their
+    # softmax confidence; the checkpoint named after the question and the run, gone as `keep_checkpoints` asked
+    assert (out.name, out.seed, out.settings) == ("batches_run", run.seed, run.settings)
+    call["model"].eval()
+    with torch.no_grad():
+        logits = torch.cat([call["model"](x) for x, _ in test])
+    assert out.y_pred.tolist() == logits.argmax(1).tolist()
+    assert out.confidence == pytest.approx(logits.softmax(1).amax(1).numpy(), abs=1e-6)
+    assert call["checkpoint"].name.startswith("q3-batches_run-") and call["keep_checkpoints"] == "none"
+    assert not call["checkpoint"].exists()
