@@ -205,6 +205,9 @@ def test_findings_word_for_word_with_three_seeds_a_flagged_sgd_bs1_and_a_skipped
         "**(d) Adam's betas:** test accuracy `b_low` 70.5 % ± 2.0 %, `b_high` 80.5 % ± 3.0 %. The best here is "
         "`b_high`.",
         "These figures come from 3 training seed(s) (mean ± standard deviation over seeds above)."])
+    # two seeds already have a spread to show (the smoke profile's)
+    assert q3.findings(summary, {}, {"seeds": [0, 1]}).endswith(
+        "\n\nThese figures come from 2 training seed(s) (mean ± standard deviation over seeds above).")
 
 
 def test_findings_with_one_seed_an_unflagged_sgd_bs1_and_no_best_beta():
@@ -360,3 +363,22 @@ def test_plan_gives_each_run_the_notebooks_settings_under_its_own_for_every_trai
     for part in q3.PARTS:
         with pytest.raises(ParameterError, match=rf"^runs_{part}\[0\] \(bad\): unknown key\(s\) 'colour'"):
             q3.plan({**P, **none, f"runs_{part}": [{"name": "bad", "colour": "red"}]})
+
+
+def test_load_data_mutes_only_the_skipped_files_warning(isolated_root, monkeypatch):
+    """The skipped files' warning (a UserWarning) is muted because the notebook shows their count itself; another
+    warning from decoding, such as PIL's decompression-bomb warning for a huge image (a RuntimeWarning), still
+    reaches the notebook."""
+    import warnings
+    from PIL import Image
+    real = q3.load_dogs_vs_cats
+
+    def warning_loader(*args, **kwargs):
+        warnings.warn("Image size (200000000 pixels) exceeds limit", Image.DecompressionBombWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(q3, "load_dogs_vs_cats", warning_loader)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q3.load_data(resolved_parameters("q3", "smoke"))
+    assert [w.category for w in caught] == [Image.DecompressionBombWarning]
