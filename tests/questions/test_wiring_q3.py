@@ -176,3 +176,73 @@ def test_train_per_class_keeps_that_many_training_images_and_every_test_image(P,
     assert torch.bincount(fewer.train.labels).tolist() == [5, 5]
     assert set(fewer.train.image_ids()) <= set(splits.train.image_ids())  # drawn from the same training split
     assert fewer.key != splits.key
+
+
+def test_the_device_batches_and_network_are_the_runs_own(P, monkeypatch, capsys):
+    """Hand-made data (16-pixel noise: 24 training, 260 validation and 300 test images) so that validation and test
+    take two batches of at most 256. The device is the CPU under another name, "cpu:0" (not equal to plain "cpu",
+    every default), so each place that must be given it is seen to get it: the network's move, the three batch
+    streams, fit. Training batches are the stored images normalised and nothing else (no augmentation); validation
+    and test batches come in the split's order (the predictions are recorded per image); all three are
+    channels-last, as the network is; the network has two outputs; the progress bar names the run; the outcome holds
+    the run's name, seed, and the network's predictions and confidence on the test split."""
+    from labkit.data import IMAGENET_MEAN, IMAGENET_STD, ImageSet
+    from labkit.questions.contract import Data
+    from labkit.models import SmallCNN
+    monkeypatch.delenv("LABKIT_PLAIN_PROGRESS", raising=False)  # the bar is drawn (to stderr), with its name
+    device = torch.device("cpu:0")
+    assert device != CPU
+    g = torch.Generator().manual_seed(0)
+
+    def part(n):
+        return ImageSet(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g),
+                        torch.randint(0, 2, (n,), generator=g), ["cat", "dog"])
+
+    data = Data(part(24), part(260), part(300), "hand-made", "hand-made-noise")
+    moves = []
+
+    class Recorded(SmallCNN):
+        def to(self, *args, **kwargs):
+            moves.append((args, kwargs))
+            return super().to(*args, **kwargs)
+
+    monkeypatch.setattr(q3, "SmallCNN", Recorded)
+    tested = []
+    real_predict = q3.predict
+    monkeypatch.setattr(q3, "predict", lambda model, batches, *a: tested.append(batches) or real_predict(model, batches,
+                                                                                                       *a))
+    spy = FitSpy(monkeypatch, q3)
+    (run, _) = q3.plan({**P, "precision": "fp32", "runs_optimizers": [{"name": "batches_run", "batch_size": 8}],
+                        "runs_batch_sizes": [], "runs_order": [], "runs_betas": []})["optimizers"]["batches_run"]
+    out = q3.train_and_test(run, data, device, keep_checkpoints="none")
+    (call,) = spy.calls
+    assert any(device in args or kwargs.get("device") == device for args, kwargs in moves), moves
+    assert call["device"] == device
+    train, val, (test,) = call["train"], call["val"], tested
+    assert [b.device for b in (train, val, test)] == [device] * 3
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    idx = train.indices()[:8]
+    x, y = next(iter(train))
+    assert torch.equal(y, data.train.labels[idx])
+    assert torch.allclose(x, (data.train.images[idx].float() / 255 - mean) / std, atol=1e-5)  # not augmented
+    for batches, split, sizes in ((val, data.val, [256, 4]), (test, data.test, [256, 44])):
+        seen = list(batches)
+        assert [len(b) for b, _ in seen] == sizes
+        assert torch.equal(torch.cat([labels for _, labels in seen]), split.labels)  # in the split's order
+        assert torch.allclose(seen[0][0], (split.images[:256].float() / 255 - mean) / std, atol=1e-5)
+    assert out.y_true.tolist() == data.test.labels.tolist()
+    for batches in (train, val, test):
+        x, _ = next(iter(batches))
+        assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    assert call["model"](x).shape == (256, 2)  # two classes, two outputs
+    assert "batches_run" in capsys.readouterr().err
+    # the outcome: the run's name and seed, the network's own answers on the test split in order, and their
+    # softmax confidence; the checkpoint named after the question and the run, gone as `keep_checkpoints` asked
+    assert (out.name, out.seed, out.settings) == ("batches_run", run.seed, run.settings)
+    call["model"].eval()
+    with torch.no_grad():
+        logits = torch.cat([call["model"](x) for x, _ in test])
+    assert out.y_pred.tolist() == logits.argmax(1).tolist()
+    assert out.confidence == pytest.approx(logits.softmax(1).amax(1).numpy(), abs=1e-6)
+    assert call["checkpoint"].name.startswith("q3-batches_run-") and call["keep_checkpoints"] == "none"
+    assert not call["checkpoint"].exists()
