@@ -7,7 +7,7 @@ from labkit.data.synthetic import render_many
 from labkit.models import SmallCNN
 from labkit.training.optim import make_optimizer
 from labkit.params import ParameterError, Spec
-from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, run_key
+from labkit.runs import Run, checkpoint_path, data_identity, resolve_runs, run_key, with_precision
 from labkit.training.loop import fit
 
 SPECS = {"lr": Spec(float, min=0.0), "epochs": Spec(int, min=1)}
@@ -151,3 +151,35 @@ def test_run_keys_fit_the_checkpoint_names_the_cache_command_reads():
     key = run_key("q3", {"lr": np.float32(1e-3), "root": Path("/x")}, 0, "data1")  # values JSON does not know
     assert CHECKPOINT.match(f"q3-adam-{key}.pt") and len(key) == 16
     assert run_key("q3", {"lr": 1e-3}, 0) == run_key("q3", {"lr": 1e-3}, 0, "")  # no data: an empty identity
+
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU: only its type is read
+
+
+@pytest.mark.parametrize("model, image_size, batch_size, expected", [
+    ("resnet18", 64, 2, "bf16"),    # a ResNet at 64 px and above: bf16 whatever the batch
+    ("resnet50", 32, 64, "fp32"),   # ...below 64 px: fp32 (the image size reaches the rule)
+    ("small_cnn", 32, 4, "bf16"),   # the small CNN at batch 4 and above, whatever the image size
+    ("small_cnn", 128, 3, "fp32"),  # ...below: fp32 (the run's batch size reaches the rule)
+])
+def test_with_precision_resolves_auto_from_the_model_image_size_and_the_runs_batch_size(
+        monkeypatch, model, image_size, batch_size, expected):
+    monkeypatch.setattr("labkit.device.native_bf16_cpu", lambda: True)
+    run = Run("adam", {"lr": 1e-4, "batch_size": batch_size, "precision": "auto"}, 3)
+    out = with_precision(run, CPU, model, image_size)
+    assert out == Run("adam", {"lr": 1e-4, "batch_size": batch_size, "precision": expected}, 3)
+    assert run.settings["precision"] == "auto"  # the given run is not changed
+
+
+def test_with_precision_reads_the_device_and_keeps_an_explicit_choice(monkeypatch):
+    monkeypatch.setattr("labkit.device.native_bf16_cpu", lambda: False)
+    run = Run("sgd", {"batch_size": 64, "precision": "auto"}, 1)
+    assert with_precision(run, CPU, "resnet18", 96)["precision"] == "fp32"  # no native bf16 on this CPU
+    assert with_precision(run, CUDA, "small_cnn", 8)["precision"] == "bf16"  # a GPU: bf16 for every model
+    explicit = Run("sgd", {"batch_size": 64, "precision": "fp32"}, 1)
+    assert with_precision(explicit, CUDA, "resnet18", 96)["precision"] == "fp32"
+    # a run made by hand, without the setting, is "auto"
+    assert with_precision(Run("sgd", {"batch_size": 64}, 2), CUDA, "resnet18", 96) == \
+        Run("sgd", {"batch_size": 64, "precision": "bf16"}, 2)
+    with pytest.raises(ValueError, match="precision='fp16' is not allowed"):
+        with_precision(Run("sgd", {"batch_size": 64, "precision": "fp16"}, 1), CPU, "resnet18", 96)
