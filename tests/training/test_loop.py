@@ -642,3 +642,70 @@ def test_a_final_checkpoint_of_other_starting_weights_is_trained_again_with_a_wa
                                          r"from the model's starting weights \(e\.g\. 0\.weight\)$"):
         h, updates = run(2.0)
     assert h.resumed_from_epoch == 0 and updates == [1, 2, 3] and len(h.epochs) == 1
+
+
+class NoWeights(nn.Module):
+    """Logits (x, -x) and no parameters: nothing to tell predict where the model is, so the device it is given
+    must be used."""
+
+    def forward(self, x):
+        return torch.cat([x, -x], 1)
+
+
+def test_predict_and_evaluate_use_the_device_they_are_given():
+    batches = FixedBatches(([2, -1], [0, 0]),)
+    assert evaluate(NoWeights(), batches, torch.device("cpu"), "fp32")["accuracy"] == pytest.approx(0.5)
+    assert torch.equal(predict(NoWeights(), batches, torch.device("cpu"))["predictions"], torch.tensor([0, 1]))
+
+
+def test_a_stale_gradient_is_cleared_not_zeroed_before_the_first_step():
+    """A parameter the loss does not reach, with a gradient left from before: cleared (None), the optimizer skips
+    it; zeroed, SGD's weight decay would still shrink it."""
+    model = Scaled(1.0)
+    model.unused = nn.Parameter(torch.tensor(4.0))
+    model.unused.grad = torch.tensor(1.0)
+    train_one_epoch(model, three_batches(), torch.optim.SGD(model.parameters(), lr=0.25, weight_decay=0.5),
+                    [mean_input_term()], epoch=0, history=History(), device=torch.device("cpu"))
+    assert model.unused.item() == 4.0 and model.unused.grad is None
+
+
+def test_a_diverged_run_keeping_no_checkpoints_leaves_none_and_records_its_time_to_the_divergence(tmp_path, monkeypatch):
+    """keep_checkpoints="none": the checkpoint of the epoch before the divergence is removed; where the run
+    diverged in its first epoch there is none to remove, and that is no error. The time recorded is up to the
+    divergence: one tick of the clock (10 s) for epoch 1, which completed, one more for epoch 2."""
+    monkeypatch.setattr(loop, "time", Clock())
+    model = Scaled(1.0)
+    calls = []
+
+    def blows_up_in_epoch_2(out, y):
+        calls.append(1)
+        return out.logits[:, 0].mean() + (float("inf") if len(calls) > 3 else 0.0)  # the gradient stays finite
+
+    h = fit(model, three_batches(), epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_terms=[LossTerm("inf_later", blows_up_in_epoch_2)], checkpoint=tmp_path / "run.pt",
+            keep_checkpoints="none", progress=False)
+    assert h.status == "diverged" and h.message == "training loss became inf in epoch 2"
+    assert len(h.epochs) == 1 and h.seconds == 20.0 and not (tmp_path / "run.pt").exists()
+    h = fit(Scaled(1.0), three_batches(), epochs=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            loss_terms=[LossTerm("inf_at_once", lambda out, y: out.logits[:, 0].mean() * float("inf"))],
+            checkpoint=tmp_path / "run.pt", keep_checkpoints="none", progress=False)
+    assert h.status == "diverged" and h.epochs == [] and not (tmp_path / "run.pt").exists()
+
+
+def test_each_epochs_row_holds_its_number_training_and_validation_results_and_time(monkeypatch):
+    """The rows of three_batches' epochs at SGD lr 0.25 with accumulate=2: epoch 1 as computed there (w 1 -> 0.5);
+    validation on inputs 4 and -2 (labels 0 and 1): at w=0.5, z = (2, -1), cross-entropy log(1 + exp(-4)) and
+    log(1 + exp(-2)), both right."""
+    monkeypatch.setattr(loop, "time", Clock())
+    model = Scaled(1.0)
+    h = fit(model, three_batches(), epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.25),
+            loss_terms=[mean_input_term()], accumulate=2, val=FixedBatches(([4, -2], [0, 1]),), progress=False)
+    assert h.epochs == [{"epoch": 1, "train_loss": pytest.approx(1.7), "train_accuracy": pytest.approx(0.6),
+                         "val_loss": pytest.approx((math.log(1 + math.exp(-4)) + math.log(1 + math.exp(-2))) / 2),
+                         "val_accuracy": 1.0, "seconds": 10.0}]
+    assert h.images == 5 and h.seconds == 10.0 and h.status == "ok" and h.resumed_from_epoch == 0
+
+
+def test_a_new_history_is_empty():
+    assert History().to_dict() == {"epochs": [], "updates": [], "status": "ok", "message": "", "resumed_from_epoch": 0,
+                                   "seconds": 0.0, "images": 0, "threads": None}
