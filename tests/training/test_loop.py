@@ -461,7 +461,7 @@ def test_predict_and_evaluate_on_no_batches():
 
 
 def test_history_cost_and_dict_round_trip():
-    h = History(epochs=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], updates=[{"update": 4}, {"update": 9}],
+    h = History(epochs=[{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], updates=[{"update": 4}, {"update": 6}, {"update": 9}],
                 status="diverged", message="m", resumed_from_epoch=2, seconds=2.5, images=300, threads=3)
     assert h.cost() == {"train_seconds": 2.5, "train_images_per_second": 120.0, "epochs": 3, "updates": 9,
                         "torch_threads": 3}
@@ -709,3 +709,44 @@ def test_each_epochs_row_holds_its_number_training_and_validation_results_and_ti
 def test_a_new_history_is_empty():
     assert History().to_dict() == {"epochs": [], "updates": [], "status": "ok", "message": "", "resumed_from_epoch": 0,
                                    "seconds": 0.0, "images": 0, "threads": None}
+
+
+def test_fit_validates_on_the_device_it_was_given():
+    """A model with no parameters of its own (what is trained sits in a loss term): only the device fit was
+    given says where it runs, for the training steps and for the validation after each epoch."""
+    b = nn.Parameter(torch.tensor(0.0))
+    term = LossTerm("b", lambda out, y: b * y.float().mean())
+    h = fit(NoWeights(), three_batches(), epochs=1, optimizer=torch.optim.SGD([b], lr=0.5), loss_terms=[term],
+            val=FixedBatches(([2, -1], [0, 0]),), device=torch.device("cpu"), progress=False)
+    # a step per batch, b's gradient each batch's mean label (0.5, 0, 1): b = -0.5 * (0.5 + 0 + 1); the validation
+    # inputs 2 and -1 (labels 0, 0) are predicted 0 and 1
+    assert b.item() == pytest.approx(-0.75) and h.epochs[0]["val_accuracy"] == pytest.approx(0.5)
+
+
+def test_interrupted_while_writing_the_final_state_the_next_call_only_writes_it(tmp_path, monkeypatch):
+    """The last epoch's training checkpoint is on disk when the final write is interrupted: the next call has
+    nothing left to train (no progress bar, no update) and writes the final state."""
+    from labkit.training import checkpoints
+    real_save_final = checkpoints.save_final
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "save_final", interrupted)
+    monkeypatch.setattr("tqdm.auto.tqdm", FakeBar)
+    monkeypatch.delenv("LABKIT_PLAIN_PROGRESS", raising=False)
+
+    def run(on_update=None):
+        model = Scaled(1.0)
+        return fit(model, three_batches(), epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                   loss_terms=[mean_input_term()], checkpoint=tmp_path / "run.pt", on_update=on_update)
+
+    FakeBar.made = []
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(checkpoints, "save_final", real_save_final)
+    FakeBar.made = []
+    h = run(on_update=lambda *a: pytest.fail("trained again"))
+    assert FakeBar.made == [] and h.resumed_from_epoch == 2 and len(h.epochs) == 2
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["final"]
