@@ -750,3 +750,14 @@ def test_interrupted_while_writing_the_final_state_the_next_call_only_writes_it(
     h = run(on_update=lambda *a: pytest.fail("trained again"))
     assert FakeBar.made == [] and h.resumed_from_epoch == 2 and len(h.epochs) == 2
     assert torch.load(tmp_path / "run.pt", weights_only=True)["final"]
+
+
+def test_channels_last_by_default_on_cuda():
+    """The default follows the device fit is given: a CUDA device converts the model. With zero epochs nothing runs
+    on the device, so the conversion shows without a GPU."""
+    model = SmallCNN(width=4, hidden=8)
+    h = fit(model, Batches(*_data(n=8), 8), epochs=0, optimizer=make_optimizer("sgd", model.parameters(), 0.01),
+            device=torch.device("cuda"), progress=False)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    assert h.epochs == [] and h.threads is None  # CUDA: torch's CPU thread count is left alone
