@@ -81,6 +81,24 @@ def test_full_batch_accumulation_equals_one_big_batch():
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
 
+def test_the_validation_curve_is_computed_on_the_validation_split():
+    """Each epoch's val_loss and val_accuracy are the validation split's, not the training batches': the split
+    here has its labels flipped, so the two can never agree."""
+    images, labels = _data(n=64)
+    torch.manual_seed(0)
+    model = SmallCNN(width=4, hidden=8, dropout=0.3)
+    train = Batches(images, labels, 16, augment=False, seed=2)
+    val = Batches(images[:20], 1 - labels[:20], 8, order="sequential")
+    h = fit(model, train, epochs=2, optimizer=make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9),
+            val=val, progress=False)
+    expected = evaluate(model, val)  # the last epoch's validation, computed again on the final model
+    assert h.epochs[-1]["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    assert h.epochs[-1]["val_accuracy"] == pytest.approx(expected["accuracy"])
+    on_train = evaluate(model, Batches(images[:20], labels[:20], 8, order="sequential"))
+    assert on_train["accuracy"] == pytest.approx(1 - expected["accuracy"])  # the flipped labels: never equal...
+    assert on_train["loss"] != pytest.approx(expected["loss"], rel=1e-3)  # ...unless the model learnt nothing
+
+
 def test_fit_learns_and_predict_evaluate_agree():
     images, labels = _data(n=128)
     torch.manual_seed(0)
@@ -215,24 +233,6 @@ def test_precision_reaches_the_forward_pass_of_training_validation_and_predict()
         seen.clear()
         out = predict(model, Batches(images, labels, 32, order="sequential"), precision=precision)
         assert seen == [(False, dtype)] and out["logits"].dtype == torch.float32  # handed back as float32
-
-
-def test_the_validation_curve_is_computed_on_the_validation_split():
-    """Each epoch's val_loss and val_accuracy are the validation split's, not the training batches': the split
-    here has its labels flipped, so the two can never agree."""
-    images, labels = _data(n=64)
-    torch.manual_seed(0)
-    model = SmallCNN(width=4, hidden=8, dropout=0.3)
-    train = Batches(images, labels, 16, augment=False, seed=2)
-    val = Batches(images[:20], 1 - labels[:20], 8, order="sequential")
-    h = fit(model, train, epochs=2, optimizer=make_optimizer("sgd", model.parameters(), lr=0.05, momentum=0.9),
-            val=val, progress=False)
-    expected = evaluate(model, val)  # the last epoch's validation, computed again on the final model
-    assert h.epochs[-1]["val_loss"] == pytest.approx(expected["loss"], rel=1e-5)
-    assert h.epochs[-1]["val_accuracy"] == pytest.approx(expected["accuracy"])
-    on_train = evaluate(model, Batches(images[:20], labels[:20], 8, order="sequential"))
-    assert on_train["accuracy"] == pytest.approx(1 - expected["accuracy"])  # the flipped labels: never equal...
-    assert on_train["loss"] != pytest.approx(expected["loss"], rel=1e-3)  # ...unless the model learnt nothing
 
 
 # --------------------------------------------------------------------------- hand-computed steps
