@@ -180,3 +180,138 @@ def test_pk_batches_the_training_split_cannot_give_are_refused_naming_the_parame
     with pytest.raises(ParameterError, match=r"m_per_class=4 but a class has only 3 training images"):
         q2.check_pk_batches(run, torch.tensor([0] * 8 + [1] * 3))
     q2.check_pk_batches(run, torch.tensor([0] * 4 + [1] * 4))  # one whole batch, 4 of each: fine
+
+
+def test_the_architecture_is_resnet18_for_any_parameters():
+    assert q2.architecture({}) == q2.architecture({"num_classes": 50}) == "ResNet-18"
+
+
+def _forecast_parameters(**over):
+    P = q2.parameters(default_parameters("q2", "smoke"))
+    return {**P, "data_source": "synthetic", "num_classes": 4, "synthetic_train_per_class": 40,
+            "synthetic_val_per_class": 10, "val_fraction": 0.15, "train_per_class": None, "seeds": [0],
+            "image_size": 24, "precision": "bf16", **over}
+
+
+def _by_what(passes):
+    return {p.what: p for p in passes}
+
+
+def test_passes_count_each_runs_training_validation_and_test_images_by_hand():
+    """4 classes x 40 generated training images = 160; ceil(0.15 x 160) = 24 held out for validation, 136 trained
+    on; the test set is 4 x 10 = 40. The triplet run's P x K batches of 12 drop the last partial one: 11 x 12 =
+    132 a epoch. Two runs with equal settings train once (the first name)."""
+    from labkit.questions.contract import Pass, Setting
+    P = _forecast_parameters(runs=[
+        {"name": "ce", "loss": "ce", "epochs": 2, "batch_size": 8, "augment": False},
+        {"name": "ce_again", "loss": "ce", "epochs": 2, "batch_size": 8, "augment": False},
+        {"name": "pk", "loss": "ce_triplet", "loss_weight": 1.0, "epochs": 3, "batch_size": 12, "m_per_class": 3}],
+        seeds=[0, 5])
+    got = q2.passes(P)
+    train_ce = Setting("resnet18", 64, 24, 8, 4, True, False, precision="bf16")
+    eval_ce = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
+    train_pk = Setting("resnet18", 64, 24, 12, 4, True, True, precision="bf16")
+    eval_pk = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
+    expected = []
+    for name, seed, s, e, train, epochs in (("ce", 0, train_ce, eval_ce, 136, 2), ("ce", 5, train_ce, eval_ce, 136, 2),
+                                           ("pk", 0, train_pk, eval_pk, 132, 3), ("pk", 5, train_pk, eval_pk, 132, 3)):
+        expected += [Pass("q2", f"{name} seed {seed}: training", s, train * epochs),
+                     Pass("q2", f"{name} seed {seed}: validation", e, 24 * epochs),
+                     Pass("q2", f"{name} seed {seed}: test", e, 40)]
+    assert got == expected
+
+
+def test_passes_with_train_per_class_keep_that_many_per_class_and_floor_the_pk_batches():
+    """train_per_class=25 of 4 classes: 100 training images (fewer than the 136 left after validation); the
+    triplet run's batches of 16 give 6 x 16 = 96. train_per_class=50 asks for more than there is: 136."""
+    P = _forecast_parameters(train_per_class=25, runs=[
+        {"name": "ce", "loss": "ce", "epochs": 1}, {"name": "pk", "loss": "ce_triplet", "epochs": 1,
+                                                    "batch_size": 16, "m_per_class": 4}])
+    got = _by_what(q2.passes(P))
+    assert got["ce seed 0: training"].images == 100 and got["pk seed 0: training"].images == 96
+    assert got["ce seed 0: validation"].images == 24 and got["ce seed 0: test"].images == 40
+    more = _by_what(q2.passes({**P, "train_per_class": 50}))
+    assert more["ce seed 0: training"].images == 136 and more["pk seed 0: training"].images == 128
+
+
+def test_passes_on_the_real_data_use_its_sizes_and_given_sizes_win():
+    """The real set: 500 training and 50 val (our test) images a class, stored at 64 px. 3 classes: 1500 training
+    images, ceil(0.2 x 1500) = 300 held out, 1200 trained on; 150 test images."""
+    P = _forecast_parameters(data_source="real", num_classes=3, val_fraction=0.2, image_size=96,
+                             runs=[{"name": "ce", "loss": "ce", "epochs": 1}])
+    got = _by_what(q2.passes(P))
+    assert got["ce seed 0: training"].images == 1200 and got["ce seed 0: validation"].images == 300
+    assert got["ce seed 0: test"].images == 150
+    assert got["ce seed 0: training"].setting.stored_size == 64 and got["ce seed 0: training"].setting.image_size == 96
+    sizes = {"train_per_class": 20, "val_per_class": 7, "stored_size": 48}
+    given = _by_what(q2.passes(P, sizes))  # the forecast's own sizes, even for the real data
+    assert given["ce seed 0: training"].images == 48 and given["ce seed 0: validation"].images == 12
+    assert given["ce seed 0: test"].images == 21 and given["ce seed 0: test"].setting.stored_size == 48
+
+
+def _principal_plane(unit: np.ndarray) -> np.ndarray:
+    """The centred rows on their first two principal axes, by numpy's SVD (the sign of each axis is arbitrary)."""
+    centred = unit - unit.mean(axis=0)
+    return centred @ np.linalg.svd(centred, full_matrices=False)[2][:2].T
+
+
+def _same_up_to_axis_signs(a: np.ndarray, b: np.ndarray, atol: float = 1e-9) -> bool:
+    return all(np.allclose(a[:, k], b[:, k], atol=atol) or np.allclose(a[:, k], -b[:, k], atol=atol)
+               for k in range(2))
+
+
+def test_pca_projection_is_of_the_directions_not_the_lengths():
+    """Lengths from 0.01 to 50 (short ones too: a floor on the norm must stay far below them) and a zero vector
+    (a dead network's embedding: it stays at the origin instead of making the projection NaN); the projection
+    equals the principal plane of the unit directions, worked out with numpy's SVD."""
+    rng = np.random.default_rng(3)
+    directions = rng.normal(size=(9, 5))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    lengths = np.array([0.01, 0.3, 50, 2, 0.05, 1, 7, 0.2, 0.0])
+    got = q2.project_2d(directions * lengths[:, None], "pca", seed=0)
+    unit = directions.copy()
+    unit[-1] = 0.0
+    assert got.shape == (9, 2) and _same_up_to_axis_signs(got, _principal_plane(unit))
+    assert not _same_up_to_axis_signs(got, _principal_plane(directions * lengths[:, None]))
+
+
+def test_pca_projection_of_wide_embeddings_uses_the_runs_seed():
+    """600-d embeddings of three clusters (wider than 500: sklearn's PCA switches to its randomised solver, whose
+    result depends on the seed in the last bits): the projection is, bit for bit, sklearn's PCA with the run's
+    seed, and the principal plane."""
+    from sklearn.decomposition import PCA
+    rng = np.random.default_rng(0)
+    emb = np.repeat(rng.normal(size=(3, 600)), [6, 7, 7], axis=0) * 3 + rng.normal(size=(20, 600))
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    got = q2.project_2d(emb, "pca", seed=3)
+    assert np.array_equal(got, PCA(2, random_state=3).fit_transform(unit))
+    assert not np.array_equal(got, PCA(2, random_state=4).fit_transform(unit))  # the seed shows here
+    assert _same_up_to_axis_signs(got, _principal_plane(unit), atol=1e-6)
+
+
+class _TSNESpy:
+    """sklearn's TSNE in shape only: what it was built with and given (a real t-SNE of a hundred points takes
+    seconds)."""
+    built = []
+
+    def __init__(self, *args, **kw):
+        self.built.append((args, kw))
+
+    def fit_transform(self, X):
+        self.built.append(X)
+        return X[:, :2] * 10
+
+
+@pytest.mark.parametrize("n, perplexity", [(12, 5), (23, 5), (60, 15), (123, 30), (128, 30)])
+def test_tsne_projection_perplexity_is_a_quarter_of_the_points_within_5_and_30(monkeypatch, n, perplexity):
+    """t-SNE's perplexity: n // 4, at least 5 (tiny test sets), at most 30 (its usual value); two components, a
+    PCA start and the run's seed, on the unit directions; its output is the projection."""
+    import sklearn.manifold
+    monkeypatch.setattr(sklearn.manifold, "TSNE", _TSNESpy)
+    _TSNESpy.built = []
+    emb = np.random.default_rng(n).normal(size=(n, 6)) * np.linspace(0.1, 5, n)[:, None]
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    got = q2.project_2d(emb, "tsne", seed=7)
+    (args, kw), given = _TSNESpy.built
+    assert args == (2,) and kw == {"init": "pca", "random_state": 7, "perplexity": perplexity}
+    assert np.allclose(given, unit) and np.array_equal(got, given[:, :2] * 10)
