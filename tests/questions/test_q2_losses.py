@@ -315,3 +315,117 @@ def test_tsne_projection_perplexity_is_a_quarter_of_the_points_within_5_and_30(m
     (args, kw), given = _TSNESpy.built
     assert args == (2,) and kw == {"init": "pca", "random_state": 7, "perplexity": perplexity}
     assert np.allclose(given, unit) and np.array_equal(got, given[:, :2] * 10)
+
+
+def _outcome(name, y_true, y_pred, seed=0, embeddings=None, **metrics_):
+    from labkit.questions.experiments import Outcome
+    return Outcome(name, {}, seed, None, np.asarray(y_true), np.asarray(y_pred), metrics=dict(metrics_),
+                   artifacts={} if embeddings is None else {"embeddings": embeddings})
+
+
+def test_the_embedding_view_shows_the_first_classes_projected_with_the_runs_retrieval(monkeypatch):
+    """Classes 0 and 1 of four (n_classes=2): their four test embeddings, projected with the method asked and
+    the run's seed; their labels; "P@1 ..., MAP@R ..." from the run's metrics."""
+    projected = []
+
+    def project(emb, method, seed):
+        projected.append((emb, method, seed))
+        return emb[:, :2] + 100
+
+    monkeypatch.setattr(q2, "project_2d", project)
+    emb = np.arange(24, dtype=float).reshape(8, 3)
+    out = _outcome("ce", [0, 2, 1, 3, 1, 0, 2, 3], [0, 2, 1, 3, 0, 0, 2, 1], seed=4, embeddings=emb,
+                   precision_at_1=0.5, map_at_r=0.25)
+    view = q2.embedding_view(out, 2, "tsne")
+    ((given, method, seed),) = projected
+    assert np.array_equal(given, emb[[0, 2, 4, 5]]) and method == "tsne" and seed == 4
+    assert np.array_equal(view["points"], emb[[0, 2, 4, 5], :2] + 100)
+    assert view["labels"].tolist() == [0, 1, 1, 0]
+    assert view["retrieval"] == "P@1 50.0 %, MAP@R 25.0 %"
+
+
+def test_no_embedding_view_for_a_failed_or_diverged_run_or_fewer_than_three_points():
+    from dataclasses import replace
+
+    from labkit.training.loop import History
+    emb = np.eye(4)
+    three = _outcome("ce", [0, 1, 0, 2], [0, 1, 1, 2], embeddings=emb)  # 3 points of classes 0 and 1
+    assert q2.embedding_view(three, 2, "pca")["labels"].tolist() == [0, 1, 0]
+    assert q2.embedding_view(three, 1, "pca") is None  # class 0 alone: 2 points
+    assert q2.embedding_view(replace(three, error="out of memory"), 2, "pca") is None
+    assert q2.embedding_view(replace(three, history=History(status="diverged")), 2, "pca") is None
+
+
+def _summary(rows: dict):
+    """A summary table as experiments.summarize makes it, one seed a run: what pretty and findings read."""
+    import pandas as pd
+    base = {"seeds": 1, "seeds_ok": 1, "std_over_seeds": None, "ci_low": 0.5, "ci_high": 0.9, "original": None,
+            "status": "ok", "train_seconds": 2.0}
+    return pd.DataFrame.from_dict({name: {**base, **row} for name, row in rows.items()}, orient="index")
+
+
+def test_the_summary_view_adds_macro_f1_and_retrieval_to_three_decimals_beside_the_originals_macro_f1():
+    summary = _summary({"ce": {"accuracy": 0.8, "macro_f1": 0.78449, "precision_at_1": 0.6666, "map_at_r": 0.0},
+                        "ce_triplet": {"accuracy": 0.7, "macro_f1": 0.7, "precision_at_1": None,
+                                       "map_at_r": float("nan")},
+                        "mine": {"accuracy": 0.6, "macro_f1": 1.0, "precision_at_1": 0.1235, "map_at_r": 0.5}})
+    view = q2.summary_view(summary)
+    assert view["ours (%)"].tolist() == ["80.00", "70.00", "60.00"]  # experiments.pretty's columns stay
+    assert view["macro_f1"].tolist() == ["0.784", "0.700", "1.000"]
+    assert view["precision_at_1"].tolist() == ["0.667", "", "0.123"]  # missing: empty, not "nan"
+    assert view["map_at_r"].tolist() == ["0.000", "", "0.500"]
+    assert view["original macro-F1"].tolist() == [0.76, 0.63, ""]  # the original report's, by run name
+
+
+def test_the_summary_view_of_runs_without_retrieval_figures_leaves_them_empty():
+    """A summary where no run has the retrieval columns (every run failed before testing)."""
+    view = q2.summary_view(_summary({"ce_center": {"accuracy": None, "status": "failed", "macro_f1": None}}))
+    assert view.loc["ce_center", "precision_at_1"] == view.loc["ce_center", "map_at_r"] == ""
+    assert view.loc["ce_center", "macro_f1"] == "" and view.loc["ce_center", "original macro-F1"] == 0.75
+
+
+def test_findings_give_accuracy_retrieval_flags_the_pairwise_verdict_and_the_triplet_idea():
+    """Two runs of one seed on 20 test images: ce right on all, ce_triplet wrong on 10 of them (ce's only
+    discordant images): McNemar's exact p = 2 x 0.5^10 = 0.00195 (one pair: Holm leaves it). ce_center is in the
+    summary but not in the parts (never trained here): no verdict for it. The triplet run's MAP@R (0.5) above
+    ce's (0.4): the idea holds."""
+    y = np.arange(20) % 4
+    parts = {"losses": {"ce_triplet": [_outcome("ce_triplet", y, np.where(np.arange(20) < 10, (y + 1) % 4, y))],
+                        "ce": [_outcome("ce", y, y)]}}
+    summary = _summary({"ce": {"accuracy": 1.0, "precision_at_1": 0.6, "map_at_r": 0.4},
+                        "ce_triplet": {"accuracy": 0.5, "precision_at_1": 0.55, "map_at_r": 0.5},
+                        "ce_center": {"accuracy": 0.25, "status": "at_chance", "precision_at_1": None,
+                                      "map_at_r": None}})
+    assert q2.findings(summary, parts, {}) == (
+        "**Test accuracy:** `ce` 100.0 %, `ce_triplet` 50.0 %, `ce_center` 25.0 %. **Retrieval (precision@1 / "
+        "MAP@R):** `ce` 60.0 % / 40.0 %, `ce_triplet` 55.0 % / 50.0 %, `ce_center` n/a / n/a.\n\n"
+        "Flagged runs: `ce_center` (at_chance).\n\n"
+        "Pairwise, Holm-adjusted over the pairs: ce vs ce_triplet: these two trained networks differ (one seed: "
+        "not a verdict on the recipes) (Holm-adjusted p = 0.00195, McNemar).\n\n"
+        "Retrieval here: the triplet run's MAP@R (50.0 %) is above cross-entropy's (40.0 %), so the idea that the "
+        "triplet loss helps retrieval more holds in this run.")
+
+
+@pytest.mark.parametrize("triplet_map", [0.4, 0.3])
+def test_findings_say_the_triplet_idea_does_not_hold_when_its_map_at_r_is_not_above(triplet_map):
+    """Equal MAP@R (0.4 and 0.4) is not "above" either. One trained run: no pairs, no flags."""
+    summary = _summary({"ce": {"accuracy": 0.8, "precision_at_1": 0.6, "map_at_r": 0.4},
+                        "ce_triplet": {"accuracy": 0.7, "precision_at_1": 0.5, "map_at_r": triplet_map}})
+    parts = {"losses": {"ce": [_outcome("ce", [0, 1], [0, 1])]}}
+    assert q2.findings(summary, parts, {}).split("\n\n") == [
+        "**Test accuracy:** `ce` 80.0 %, `ce_triplet` 70.0 %. **Retrieval (precision@1 / MAP@R):** `ce` 60.0 % / "
+        "40.0 %, `ce_triplet` 50.0 % / " + f"{100 * triplet_map:.1f} %.",
+        f"Retrieval here: the triplet run's MAP@R ({100 * triplet_map:.1f} %) is not above cross-entropy's "
+        "(40.0 %), so the idea that the triplet loss helps retrieval more does not hold in this run."]
+
+
+@pytest.mark.parametrize("missing", ["ce", "ce_triplet"])
+def test_findings_say_nothing_of_the_triplet_idea_without_both_map_at_r(missing):
+    """A run without MAP@R (diverged, or not in the run list): no comparison; the sentences before it stay."""
+    rows = {"ce": {"accuracy": 0.8, "precision_at_1": 0.6, "map_at_r": 0.4},
+            "ce_triplet": {"accuracy": 0.7, "precision_at_1": 0.5, "map_at_r": 0.5}}
+    rows[missing]["map_at_r"] = float("nan")
+    text = q2.findings(_summary(rows), {"losses": {}}, {})
+    assert "Retrieval here" not in text and text.startswith("**Test accuracy:** `ce` 80.0 %")
+    rows = {name: row for name, row in rows.items() if name != missing}
+    assert "Retrieval here" not in q2.findings(_summary(rows), {"losses": {}}, {})
