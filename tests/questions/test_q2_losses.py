@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -429,3 +430,84 @@ def test_findings_say_nothing_of_the_triplet_idea_without_both_map_at_r(missing)
     assert "Retrieval here" not in text and text.startswith("**Test accuracy:** `ce` 80.0 %")
     rows = {name: row for name, row in rows.items() if name != missing}
     assert "Retrieval here" not in q2.findings(_summary(rows), {"losses": {}}, {})
+
+
+# (parameter, a value at its bound or among its choices: accepted, a value past it: refused, the refusal's words)
+NOTEBOOK_BOUNDS = [
+    ("num_classes", 2, 1, "= 1 is out of range; allowed: an integer in [2, 200]"),
+    ("num_classes", 200, 201, "= 201 is out of range; allowed: an integer in [2, 200]"),
+    ("class_order", "wnids", "random", "= 'random' is not allowed; allowed: 'sorted', 'wnids'"),
+    ("synthetic_train_per_class", 4, 3, "= 3 is out of range; allowed: an integer >= 4"),
+    ("synthetic_val_per_class", 1, 0, "= 0 is out of range; allowed: an integer >= 1"),
+    ("train_per_class", 2, 1, "= 1 is out of range; allowed: an integer >= 2 or None (None: every training image)"),
+    ("train_per_class", None, 2.5, "= 2.5 has the wrong type; allowed: an integer >= 2 or None (None: every "
+                                   "training image)"),
+    ("margin", 0.0, -0.1, "= -0.1 is out of range; allowed: a number >= 0.0"),
+    ("miner", "all", "hard", "= 'hard' is not allowed; allowed: 'batch_hard', 'semihard', 'all'"),
+    ("m_per_class", 2, 1, "= 1 is out of range; allowed: an integer >= 2"),
+    ("center_alpha", 1e-6, 1e-7, "= 1e-07 is out of range; allowed: a number in [1e-06, 1.0]"),
+    ("center_alpha", 1.0, 1.01, "= 1.01 is out of range; allowed: a number in [1e-06, 1.0]"),
+    ("embedding_method", "tsne", "umap", "= 'umap' is not allowed; allowed: 'pca', 'tsne'"),
+    ("embedding_classes", 2, 1, "= 1 is out of range; allowed: an integer >= 2"),
+    ("augment", False, 1, "= 1 has the wrong type; allowed: true or false"),
+    ("precision", "bf16", "fp16", "= 'fp16' is not allowed; allowed: 'auto', 'fp32', 'bf16'"),
+    ("optimizer", "sgd", "rmsprop", "= 'rmsprop' is not allowed; allowed: 'sgd', 'adam', 'adamw'"),
+    ("momentum", 1.0, 1.5, "= 1.5 is out of range; allowed: a number in [0.0, 1.0] or None (SGD's; None: 0)"),
+    ("betas", [0.5, 0.9], 0.9, "= 0.9 has the wrong type; allowed: a list or tuple or None (Adam's"),
+    ("weight_decay", 0.0, -1.0, "= -1.0 is out of range; allowed: a number >= 0.0 or None (None: the optimizer"),
+    ("runs", [], {"name": "ce"}, "= {'name': 'ce'} has the wrong type; allowed: a list"),
+    ("weights", "standin-smoke", 3, "= 3 has the wrong type; allowed: a string ('standin', 'standin-smoke', "
+                                    "'imagenet' or the path of a ResNet-18 state-dict file)"),
+]
+
+
+@pytest.mark.parametrize("name, good, bad, refusal", NOTEBOOK_BOUNDS)
+def test_notebook_parameters_take_their_bounds_and_refuse_past_them_naming_what_is_allowed(name, good, bad, refusal):
+    defaults = default_parameters("q2", "smoke")
+    if name == "momentum":  # only SGD takes momentum; the optimizer rule is checked when the runs are planned
+        defaults["optimizer"] = "sgd"
+    assert q2.parameters({**defaults, name: good})[name] == good
+    with pytest.raises(ParameterError, match=re.escape(f"parameter {name!r} {refusal}")):
+        q2.parameters({**defaults, name: bad})
+
+
+RUN_BOUNDS = [
+    ("loss", "ce_center", "arcface", "= 'arcface' is not allowed; allowed: 'ce', 'ce_triplet', 'ce_center'"),
+    ("loss_weight", 0.0, -0.5, "= -0.5 is out of range; allowed: a number >= 0.0"),
+    ("epochs", 1, 0, "= 0 is out of range; allowed: an integer >= 1"),
+    ("batch_size", 2, 1, "= 1 is out of range; allowed: an integer >= 2"),
+    ("margin", 0.0, -0.2, "= -0.2 is out of range; allowed: a number >= 0.0"),
+    ("miner", "semihard", "easy", "= 'easy' is not allowed; allowed: 'batch_hard', 'semihard', 'all'"),
+    ("m_per_class", 2, 1, "= 1 is out of range; allowed: an integer >= 2"),
+    ("center_alpha", 1e-6, 0.0, "= 0.0 is out of range; allowed: a number in [1e-06, 1.0]"),
+    ("center_alpha", 1.0, 2.0, "= 2.0 is out of range; allowed: a number in [1e-06, 1.0]"),
+    ("augment", False, "no", "= 'no' has the wrong type; allowed: true or false"),
+    ("precision", "fp32", "half", "= 'half' is not allowed; allowed: 'auto', 'fp32', 'bf16'"),
+    ("lr", 0.0, -0.1, "= -0.1 is out of range; allowed: a number >= 0.0"),
+]
+
+
+@pytest.mark.parametrize("name, good, bad, refusal", RUN_BOUNDS)
+def test_run_settings_take_their_bounds_and_refuse_past_them_naming_what_is_allowed(name, good, bad, refusal):
+    P = q2.parameters(default_parameters("q2", "smoke"))
+    ((run,),) = q2.plan({**P, "seeds": [0], "runs": [{"name": "t", name: good}]})["losses"].values()
+    assert run[name] == good
+    with pytest.raises(ParameterError, match=re.escape(f"'runs[0].{name}' {refusal}")):
+        q2.plan({**P, "runs": [{"name": "t", name: bad}]})
+
+
+def test_a_run_that_sets_nothing_is_cross_entropy_alone_with_every_other_setting_the_notebooks():
+    """Every notebook value set away from the smoke profile's (and the libraries' defaults), so a setting taken
+    from elsewhere shows."""
+    P = q2.parameters({**default_parameters("q2", "smoke"), "optimizer": "sgd", "lr": 0.03, "momentum": 0.7,
+                       "weight_decay": 0.002, "epochs": 4, "batch_size": 12, "margin": 0.35, "miner": "semihard",
+                       "m_per_class": 3, "center_alpha": 0.15, "augment": False, "image_size": 40,
+                       "precision": "bf16", "weights": "standin-smoke"})
+    ((run,),) = q2.plan({**P, "seeds": [7], "runs": [{"name": "plain"}]})["losses"].values()
+    assert run.seed == 7 and run["loss"] == "ce" and run["loss_weight"] == 0.0
+    assert {k: run[k] for k in ("optimizer", "lr", "momentum", "betas", "weight_decay", "epochs", "batch_size",
+                                "margin", "miner", "m_per_class", "center_alpha", "augment", "weights",
+                                "image_size", "precision")} == {
+        "optimizer": "sgd", "lr": 0.03, "momentum": 0.7, "betas": None, "weight_decay": 0.002, "epochs": 4,
+        "batch_size": 12, "margin": 0.35, "miner": "semihard", "m_per_class": 3, "center_alpha": 0.15,
+        "augment": False, "weights": "standin-smoke", "image_size": 40, "precision": "bf16"}
