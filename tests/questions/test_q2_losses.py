@@ -511,3 +511,56 @@ def test_a_run_that_sets_nothing_is_cross_entropy_alone_with_every_other_setting
         "optimizer": "sgd", "lr": 0.03, "momentum": 0.7, "betas": None, "weight_decay": 0.002, "epochs": 4,
         "batch_size": 12, "margin": 0.35, "miner": "semihard", "m_per_class": 3, "center_alpha": 0.15,
         "augment": False, "weights": "standin-smoke", "image_size": 40, "precision": "bf16"}
+
+
+def test_pk_batch_rules_name_a_batch_size_that_works_and_apply_to_the_triplet_run_only():
+    P = q2.parameters(default_parameters("q2", "smoke"))  # 4 classes
+    with pytest.raises(ParameterError, match=re.escape(
+            "run 't': batch_size=30 must be a multiple of m_per_class=4 for the triplet run's P x K batches "
+            "(e.g. batch_size=28)")):
+        q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 30, "m_per_class": 4}]})
+    with pytest.raises(ParameterError, match=re.escape("batch_size=3 must be a multiple of m_per_class=4 for the "
+                                                       "triplet run's P x K batches (e.g. batch_size=4)")):
+        q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 3, "m_per_class": 4}]})
+    # exactly num_classes classes a batch (4 x 3 = 12) is fine; 5 would not be
+    ok = q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 12, "m_per_class": 3}]})
+    assert ok["losses"]["t"][0]["batch_size"] == 12
+    with pytest.raises(ParameterError, match=re.escape(
+            "run 't': batch_size=15 with m_per_class=3 needs 5 classes per batch, but num_classes=4: use "
+            "num_classes >= 5, or batch_size <= 12, or m_per_class >= 4 (a divisor of batch_size)")):
+        q2.plan({**P, "runs": [{"name": "t", "loss": "ce_triplet", "batch_size": 15, "m_per_class": 3}]})
+    for loss in ("ce", "ce_center"):  # batches of any size: neither rule applies
+        assert q2.plan({**P, "runs": [{"name": "t", "loss": loss, "batch_size": 15, "m_per_class": 4}]})
+
+
+def test_pk_sampler_refuses_a_batch_that_is_not_whole_classes_and_counts_whole_batches():
+    with pytest.raises(ValueError, match=r"^batch_size=10 must be a multiple of m_per_class=4 for P x K batches$"):
+        q2.PKSampler(torch.arange(4).repeat_interleave(5), 4, 10)
+    sampler = q2.PKSampler(torch.arange(5).repeat_interleave(10), 4, 12)  # 50 images: 4 batches of 12
+    assert len(sampler) == 48 and len(list(sampler)) == 48
+
+
+def test_pk_sampler_epoch_draws_from_its_own_generator_seeded_by_seed_and_epoch():
+    """Epoch 3 of seed 5000 draws from RandomState((5000 x 1,000,003 + 3) mod 2^32) = 5,000,015,003 -
+    4,294,967,296 = 705,047,707 (a seed beyond 2^32 is folded, not refused), and pytorch-metric-learning's own
+    generator is left as it was."""
+    from pytorch_metric_learning.samplers import MPerClassSampler
+    from pytorch_metric_learning.utils import common_functions as c_f
+    labels = torch.arange(5).repeat_interleave(6)
+    sampler = q2.PKSampler(labels, 3, 6, seed=5000)
+    sampler.set_epoch(3)
+    before = c_f.NUMPY_RANDOM
+    got = list(sampler)
+    assert c_f.NUMPY_RANDOM is before
+    try:
+        c_f.NUMPY_RANDOM = np.random.RandomState(705_047_707)
+        expected = list(MPerClassSampler(labels.numpy(), 3, batch_size=6, length_before_new_iter=30))
+    finally:
+        c_f.NUMPY_RANDOM = before
+    assert got == expected
+
+
+def test_pk_batches_count_only_the_classes_the_training_split_holds():
+    """Classes 0 and 2 with 4 images each, none of class 1 (absent from the split, not a class with 0 images)."""
+    from labkit.runs import Run
+    q2.check_pk_batches(Run("t", {"batch_size": 8, "m_per_class": 4}, 0), torch.tensor([0] * 4 + [2] * 4))
