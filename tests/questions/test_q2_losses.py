@@ -564,3 +564,60 @@ def test_pk_batches_count_only_the_classes_the_training_split_holds():
     """Classes 0 and 2 with 4 images each, none of class 1 (absent from the split, not a class with 0 images)."""
     from labkit.runs import Run
     q2.check_pk_batches(Run("t", {"batch_size": 8, "m_per_class": 4}, 0), torch.tensor([0] * 4 + [2] * 4))
+
+
+def test_load_data_generates_the_synthetic_set_the_parameters_ask_for(isolated_root):
+    """Without data_dir: the generated set of num_classes classes, synthetic_train_per_class and
+    synthetic_val_per_class images each, 5 unlabelled test images, stored at Tiny ImageNet's 64 px, seed 0 (its
+    folder name holds every one of these settings)."""
+    from labkit.data.synthetic import ensure_synthetic
+    from labkit.runs import data_identity
+    P = q2.parameters({**default_parameters("q2", "smoke"), "num_classes": 3, "synthetic_train_per_class": 6,
+                       "synthetic_val_per_class": 2, "val_fraction": 0.0, "image_size": 96})
+    data = q2.load_data(P)
+    assert data.source == str(ensure_synthetic("tiny-imagenet-200", num_classes=3, train_per_class=6,
+                                               val_per_class=2, test_images=5, image_size=64, seed=0))
+    assert len(data.train) == 18 and len(data.val) == 0 and len(data.test) == 6
+    assert data.train.images.shape[1:] == data.test.images.shape[1:] == (3, 64, 64)  # 96 px: upsampled per batch
+    assert data.key == data_identity(data.train, data.val, data.test)
+
+
+def test_load_data_splits_with_the_data_seed_in_the_class_order_asked(samples, isolated_root):
+    """The real sample (3 classes x 12 training images) from data_dir, in wnids.txt order: the validation share
+    and the per-class subset drawn with the parameter `seed` (3), the test set in the same class order."""
+    from labkit.data import per_class_subset, stratified_split
+    root = samples / "tiny-imagenet-200"
+    P = resolved_parameters("q2", "smoke", data_source="real", data_dir=str(root), num_classes=3,
+                            class_order="wnids", image_size=24, val_fraction=0.25, train_per_class=5, seed=3)
+    data = q2.load_data(P)
+    every = load_tiny_imagenet(root, "train", 3, "wnids", image_size=24)
+    tr, va = stratified_split(every.labels.numpy(), 0.25, 3)
+    tr = tr[per_class_subset(every.labels[tr].numpy(), 5, 3)]
+    assert data.train.ids == [every.ids[i] for i in tr] and data.val.ids == [every.ids[i] for i in va]
+    assert torch.equal(data.train.images, every.images[tr]) and data.train.images.shape[1:] == (3, 24, 24)
+    test = load_tiny_imagenet(root, "val", 3, "wnids", image_size=24)
+    assert data.test.classes == data.train.classes == every.classes and data.test.ids == test.ids
+    assert data.test.labels.tolist() == test.labels.tolist() and data.source == str(root)
+    other = q2.load_data({**P, "seed": 4})
+    assert other.val.ids != data.val.ids  # the seed shows
+
+
+def test_load_data_reads_the_real_set_from_the_data_folder_by_default(samples, isolated_root):
+    (isolated_root / "data" / "tiny-imagenet-200").symlink_to(samples / "tiny-imagenet-200", target_is_directory=True)
+    P = resolved_parameters("q2", "smoke", data_source="real", num_classes=2, val_fraction=0.25, image_size=16)
+    data = q2.load_data(P)
+    assert data.source == str(isolated_root / "data" / "tiny-imagenet-200")
+    assert len(data.train) + len(data.val) == 24 and len(data.test) == 40
+
+
+def test_load_data_names_val_fraction_when_a_class_is_too_small_to_split(isolated_root, tmp_path):
+    """A dataset folder whose classes hold one training image each: the validation share cannot be carved, and
+    the error names the notebook's parameter and its way out."""
+    from labkit.data.synthetic import write_tiny_imagenet
+    root = write_tiny_imagenet(tmp_path / "tiny", num_classes=2, train_per_class=1, val_per_class=1,
+                               test_images=1, image_size=16)
+    P = resolved_parameters("q2", "smoke", data_source="real", data_dir=str(root), num_classes=2, val_fraction=0.5,
+                            image_size=16)
+    with pytest.raises(ParameterError, match=r"^val_fraction=0\.5: too few images for this split .* or "
+                                             r"val_fraction=0 \(no validation split\)$"):
+        q2.load_data(P)
