@@ -563,7 +563,10 @@ def test_pk_sampler_epoch_draws_from_its_own_generator_seeded_by_seed_and_epoch(
 def test_pk_batches_count_only_the_classes_the_training_split_holds():
     """Classes 0 and 2 with 4 images each, none of class 1 (absent from the split, not a class with 0 images)."""
     from labkit.runs import Run
-    q2.check_pk_batches(Run("t", {"batch_size": 8, "m_per_class": 4}, 0), torch.tensor([0] * 4 + [2] * 4))
+    run = Run("t", {"batch_size": 8, "m_per_class": 4}, 0)
+    q2.check_pk_batches(run, torch.tensor([0] * 4 + [2] * 4))
+    with pytest.raises(ParameterError, match=r"m_per_class=4 but a class has only 1 training images"):
+        q2.check_pk_batches(run, torch.tensor([0] * 4 + [1] + [2] * 4))  # one image is a class too
 
 
 def test_load_data_generates_the_synthetic_set_the_parameters_ask_for(isolated_root):
@@ -595,6 +598,7 @@ def test_load_data_splits_with_the_data_seed_in_the_class_order_asked(samples, i
     tr = tr[per_class_subset(every.labels[tr].numpy(), 5, 3)]
     assert data.train.ids == [every.ids[i] for i in tr] and data.val.ids == [every.ids[i] for i in va]
     assert torch.equal(data.train.images, every.images[tr]) and data.train.images.shape[1:] == (3, 24, 24)
+    assert torch.equal(data.test.images, load_tiny_imagenet(root, "val", 3, "wnids", image_size=24).images)
     test = load_tiny_imagenet(root, "val", 3, "wnids", image_size=24)
     assert data.test.classes == data.train.classes == every.classes and data.test.ids == test.ids
     assert data.test.labels.tolist() == test.labels.tolist() and data.source == str(root)
@@ -621,3 +625,20 @@ def test_load_data_names_val_fraction_when_a_class_is_too_small_to_split(isolate
     with pytest.raises(ParameterError, match=r"^val_fraction=0\.5: too few images for this split .* or "
                                              r"val_fraction=0 \(no validation split\)$"):
         q2.load_data(P)
+
+
+def test_the_notebooks_output_goes_to_its_own_folder_of_the_profile(isolated_root):
+    P = q2.parameters({k: v for k, v in default_parameters("q2", "smoke").items() if k != "output_dir"})
+    assert P["output_dir"] == str(isolated_root / "reports" / "smoke" / "q2")
+
+
+def test_the_optimizer_rule_names_the_run():
+    P = q2.parameters(default_parameters("q2", "smoke"))
+    with pytest.raises(ParameterError, match=r"^run 'adam_m': momentum=0\.9 does not apply to optimizer='adam'"):
+        q2.plan({**P, "optimizer": "adam", "runs": [{"name": "adam_m", "momentum": 0.9}]})
+
+
+def test_pk_sampler_draws_as_seed_0_unless_given_a_seed():
+    labels = torch.arange(6).repeat_interleave(10)
+    assert list(q2.PKSampler(labels, 4, 12)) == list(q2.PKSampler(labels, 4, 12, seed=0))
+    assert list(q2.PKSampler(labels, 4, 12)) != list(q2.PKSampler(labels, 4, 12, seed=1))
