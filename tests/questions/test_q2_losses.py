@@ -642,3 +642,14 @@ def test_pk_sampler_draws_as_seed_0_unless_given_a_seed():
     labels = torch.arange(6).repeat_interleave(10)
     assert list(q2.PKSampler(labels, 4, 12)) == list(q2.PKSampler(labels, 4, 12, seed=0))
     assert list(q2.PKSampler(labels, 4, 12)) != list(q2.PKSampler(labels, 4, 12, seed=1))
+
+
+def test_load_data_reads_a_given_folder_even_for_synthetic_data(isolated_root, tmp_path):
+    """data_dir wins over generating: a folder of 3 classes x 5 training and 2 val images written beforehand
+    (the smoke profile would generate 4 x 10 elsewhere)."""
+    from labkit.data.synthetic import write_tiny_imagenet
+    root = write_tiny_imagenet(tmp_path / "mine", num_classes=3, train_per_class=5, val_per_class=2, test_images=1,
+                               image_size=16)
+    data = q2.load_data(resolved_parameters("q2", "smoke", data_dir=str(root), num_classes=3, val_fraction=0.0,
+                                            image_size=16))
+    assert data.source == str(root) and len(data.train) == 15 and len(data.test) == 6
