@@ -388,7 +388,7 @@ def test_the_summary_view_of_runs_without_retrieval_figures_leaves_them_empty():
 def test_findings_give_accuracy_retrieval_flags_the_pairwise_verdict_and_the_triplet_idea():
     """Two runs of one seed on 20 test images: ce right on all, ce_triplet wrong on 10 of them (ce's only
     discordant images): McNemar's exact p = 2 x 0.5^10 = 0.00195 (one pair: Holm leaves it). ce_center is in the
-    summary but not in the parts (never trained here): no verdict for it. The triplet run's MAP@R (0.5) above
+    summary but not in the parts (never trained here): no verdict for it; it and ce_big (failed) are flagged. The triplet run's MAP@R (0.5) above
     ce's (0.4): the idea holds."""
     y = np.arange(20) % 4
     parts = {"losses": {"ce_triplet": [_outcome("ce_triplet", y, np.where(np.arange(20) < 10, (y + 1) % 4, y))],
@@ -396,11 +396,13 @@ def test_findings_give_accuracy_retrieval_flags_the_pairwise_verdict_and_the_tri
     summary = _summary({"ce": {"accuracy": 1.0, "precision_at_1": 0.6, "map_at_r": 0.4},
                         "ce_triplet": {"accuracy": 0.5, "precision_at_1": 0.55, "map_at_r": 0.5},
                         "ce_center": {"accuracy": 0.25, "status": "at_chance", "precision_at_1": None,
-                                      "map_at_r": None}})
+                                      "map_at_r": None},
+                        "ce_big": {"accuracy": None, "status": "failed", "precision_at_1": None, "map_at_r": None}})
     assert q2.findings(summary, parts, {}) == (
-        "**Test accuracy:** `ce` 100.0 %, `ce_triplet` 50.0 %, `ce_center` 25.0 %. **Retrieval (precision@1 / "
-        "MAP@R):** `ce` 60.0 % / 40.0 %, `ce_triplet` 55.0 % / 50.0 %, `ce_center` n/a / n/a.\n\n"
-        "Flagged runs: `ce_center` (at_chance).\n\n"
+        "**Test accuracy:** `ce` 100.0 %, `ce_triplet` 50.0 %, `ce_center` 25.0 %, `ce_big` n/a. **Retrieval "
+        "(precision@1 / MAP@R):** `ce` 60.0 % / 40.0 %, `ce_triplet` 55.0 % / 50.0 %, `ce_center` n/a / n/a, "
+        "`ce_big` n/a / n/a.\n\n"
+        "Flagged runs: `ce_center` (at_chance), `ce_big` (failed).\n\n"
         "Pairwise, Holm-adjusted over the pairs: ce vs ce_triplet: these two trained networks differ (one seed: "
         "not a verdict on the recipes) (Holm-adjusted p = 0.00195, McNemar).\n\n"
         "Retrieval here: the triplet run's MAP@R (50.0 %) is above cross-entropy's (40.0 %), so the idea that the "
@@ -548,15 +550,17 @@ def test_pk_sampler_epoch_draws_from_its_own_generator_seeded_by_seed_and_epoch(
     from pytorch_metric_learning.utils import common_functions as c_f
     labels = torch.arange(5).repeat_interleave(6)
     sampler = q2.PKSampler(labels, 3, 6, seed=5000)
+    saved = c_f.NUMPY_RANDOM
     sampler.set_epoch(3)
-    before = c_f.NUMPY_RANDOM
-    got = list(sampler)
-    assert c_f.NUMPY_RANDOM is before
+    before = np.random.RandomState(123)
+    c_f.NUMPY_RANDOM = before  # whatever the library's generator is, it is the same one afterwards
     try:
+        got = list(sampler)
+        assert c_f.NUMPY_RANDOM is before
         c_f.NUMPY_RANDOM = np.random.RandomState(705_047_707)
         expected = list(MPerClassSampler(labels.numpy(), 3, batch_size=6, length_before_new_iter=30))
     finally:
-        c_f.NUMPY_RANDOM = before
+        c_f.NUMPY_RANDOM = saved
     assert got == expected
 
 
@@ -585,33 +589,46 @@ def test_load_data_generates_the_synthetic_set_the_parameters_ask_for(isolated_r
     assert data.key == data_identity(data.train, data.val, data.test)
 
 
-def test_load_data_splits_with_the_data_seed_in_the_class_order_asked(samples, isolated_root):
-    """The real sample (3 classes x 12 training images) from data_dir, in wnids.txt order: the validation share
-    and the per-class subset drawn with the parameter `seed` (3), the test set in the same class order."""
+def _generated_tiny_imagenet(folder, num_classes=4, train_per_class=12, val_per_class=3):
+    """A dataset folder in the official layout (wnids.txt in shuffled order, as the real one), written here, its
+    images stored at 24 px."""
+    from labkit.data.synthetic import write_tiny_imagenet
+    root = write_tiny_imagenet(folder, num_classes=num_classes, train_per_class=train_per_class,
+                               val_per_class=val_per_class, test_images=1, image_size=24)
+    return root / "tiny-imagenet-200"
+
+
+def test_load_data_splits_with_the_data_seed_in_the_class_order_asked(isolated_root, tmp_path):
+    """A real-layout folder of 4 classes x 12 training images, 3 classes taken in wnids.txt order (another set than
+    the sorted order's first 3): the validation share and the per-class subset drawn with the parameter `seed` (3),
+    the test set in the same class order, everything decoded at the run's 16 px (stored at 24)."""
     from labkit.data import per_class_subset, stratified_split
-    root = samples / "tiny-imagenet-200"
+    root = _generated_tiny_imagenet(tmp_path / "tiny")
     P = resolved_parameters("q2", "smoke", data_source="real", data_dir=str(root), num_classes=3,
-                            class_order="wnids", image_size=24, val_fraction=0.25, train_per_class=5, seed=3)
+                            class_order="wnids", image_size=16, val_fraction=0.25, train_per_class=5, seed=3)
     data = q2.load_data(P)
-    every = load_tiny_imagenet(root, "train", 3, "wnids", image_size=24)
+    every = load_tiny_imagenet(root, "train", 3, "wnids", image_size=16)
+    assert every.classes != load_tiny_imagenet(root, "train", 3, "sorted", image_size=16).classes
     tr, va = stratified_split(every.labels.numpy(), 0.25, 3)
     tr = tr[per_class_subset(every.labels[tr].numpy(), 5, 3)]
     assert data.train.ids == [every.ids[i] for i in tr] and data.val.ids == [every.ids[i] for i in va]
-    assert torch.equal(data.train.images, every.images[tr]) and data.train.images.shape[1:] == (3, 24, 24)
-    assert torch.equal(data.test.images, load_tiny_imagenet(root, "val", 3, "wnids", image_size=24).images)
-    test = load_tiny_imagenet(root, "val", 3, "wnids", image_size=24)
-    assert data.test.classes == data.train.classes == every.classes and data.test.ids == test.ids
+    assert torch.equal(data.train.images, every.images[tr]) and data.train.images.shape[1:] == (3, 16, 16)
+    test = load_tiny_imagenet(root, "val", 3, "wnids", image_size=16)
+    assert torch.equal(data.test.images, test.images) and data.test.ids == test.ids
+    assert data.test.classes == data.train.classes == every.classes
     assert data.test.labels.tolist() == test.labels.tolist() and data.source == str(root)
     other = q2.load_data({**P, "seed": 4})
-    assert other.val.ids != data.val.ids  # the seed shows
+    assert other.val.ids != data.val.ids and other.train.ids != data.train.ids  # the seed shows in both draws
+    assert len(other.train) == 15 and len(other.val) == 9
 
 
-def test_load_data_reads_the_real_set_from_the_data_folder_by_default(samples, isolated_root):
-    (isolated_root / "data" / "tiny-imagenet-200").symlink_to(samples / "tiny-imagenet-200", target_is_directory=True)
+def test_load_data_reads_the_real_set_from_the_data_folder_by_default(isolated_root, tmp_path):
+    root = _generated_tiny_imagenet(tmp_path / "tiny", num_classes=2, train_per_class=6, val_per_class=4)
+    (isolated_root / "data" / "tiny-imagenet-200").symlink_to(root, target_is_directory=True)
     P = resolved_parameters("q2", "smoke", data_source="real", num_classes=2, val_fraction=0.25, image_size=16)
     data = q2.load_data(P)
     assert data.source == str(isolated_root / "data" / "tiny-imagenet-200")
-    assert len(data.train) + len(data.val) == 24 and len(data.test) == 40
+    assert len(data.train) + len(data.val) == 12 and len(data.test) == 8
 
 
 def test_load_data_names_val_fraction_when_a_class_is_too_small_to_split(isolated_root, tmp_path):
@@ -647,9 +664,7 @@ def test_pk_sampler_draws_as_seed_0_unless_given_a_seed():
 def test_load_data_reads_a_given_folder_even_for_synthetic_data(isolated_root, tmp_path):
     """data_dir wins over generating: a folder of 3 classes x 5 training and 2 val images written beforehand
     (the smoke profile would generate 4 x 10 elsewhere)."""
-    from labkit.data.synthetic import write_tiny_imagenet
-    root = write_tiny_imagenet(tmp_path / "mine", num_classes=3, train_per_class=5, val_per_class=2, test_images=1,
-                               image_size=16)
+    root = _generated_tiny_imagenet(tmp_path / "mine", num_classes=3, train_per_class=5, val_per_class=2)
     data = q2.load_data(resolved_parameters("q2", "smoke", data_dir=str(root), num_classes=3, val_fraction=0.0,
                                             image_size=16))
     assert data.source == str(root) and len(data.train) == 15 and len(data.test) == 6
