@@ -209,9 +209,9 @@ def test_passes_count_each_runs_training_validation_and_test_images_by_hand():
         {"name": "pk", "loss": "ce_triplet", "loss_weight": 1.0, "epochs": 3, "batch_size": 12, "m_per_class": 3}],
         seeds=[0, 5])
     got = q2.passes(P)
-    train_ce = Setting("resnet18", 64, 24, 8, 4, True, False, precision="bf16")
+    train_ce = Setting("resnet18", 64, 24, 8, 4, True, False, optimizer="adam", precision="bf16")
     eval_ce = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
-    train_pk = Setting("resnet18", 64, 24, 12, 4, True, True, precision="bf16")
+    train_pk = Setting("resnet18", 64, 24, 12, 4, True, True, optimizer="adam", precision="bf16")
     eval_pk = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
     expected = []
     for name, seed, s, e, train, epochs in (("ce", 0, train_ce, eval_ce, 136, 2), ("ce", 5, train_ce, eval_ce, 136, 2),
@@ -233,6 +233,19 @@ def test_passes_with_train_per_class_keep_that_many_per_class_and_floor_the_pk_b
     assert got["ce seed 0: validation"].images == 24 and got["ce seed 0: test"].images == 40
     more = _by_what(q2.passes({**P, "train_per_class": 50}))
     assert more["ce seed 0: training"].images == 136 and more["pk seed 0: training"].images == 128
+
+
+def test_passes_train_with_each_runs_optimizer_and_evaluate_without_one():
+    """The forecast times a training step with the optimizer the run trains with (an SGD or AdamW step is not an
+    Adam step); validation and test take no step."""
+    P = _forecast_parameters(optimizer="adam", runs=[
+        {"name": "sgd", "loss": "ce", "optimizer": "sgd", "momentum": 0.9},
+        {"name": "adamw", "loss": "ce_center", "loss_weight": 0.1, "optimizer": "adamw"},
+        {"name": "adam", "loss": "ce"}])
+    got = _by_what(q2.passes(P))
+    assert [got[f"{n} seed 0: training"].setting.optimizer for n in ("sgd", "adamw", "adam")] == \
+        ["sgd", "adamw", "adam"]
+    assert {got[f"{n} seed 0: test"].setting.optimizer for n in ("sgd", "adamw", "adam")} == {"adam"}
 
 
 def test_passes_on_the_real_data_use_its_sizes_and_given_sizes_win():
