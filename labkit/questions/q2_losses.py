@@ -234,7 +234,7 @@ def passes(P: dict, sizes: dict | None = None) -> list[Pass]:
     out = []
     for run in distinct(all_runs(plan(P))):
         s = Setting("resnet18", sizes["stored_size"], run["image_size"], run["batch_size"], P["num_classes"], True,
-                    run["augment"], precision=run["precision"])
+                    run["augment"], optimizer=run["optimizer"], precision=run["precision"])
         train = n - val if P["train_per_class"] is None else min(n - val, P["train_per_class"] * P["num_classes"])
         if run["loss"] == "ce_triplet":
             train = train // run["batch_size"] * run["batch_size"]

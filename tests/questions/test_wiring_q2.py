@@ -147,6 +147,8 @@ def test_each_training_seed_trains_from_scratch_with_its_own_checkpoint(P, data,
     outs, calls = train(P, data, monkeypatch, keep="final", seeds=(3, 4), loss="ce", batch_size=8)
     paths = [c["checkpoint"] for c in calls]
     assert paths[0] != paths[1] and all(p.exists() for p in paths)
+    # each seed shuffles its own batch order
+    assert [c["train"].seed for c in calls] == [3, 4] and calls[0]["labels_epoch0"] != calls[1]["labels_epoch0"]
     assert [o.history.resumed_from_epoch for o in outs] == [0, 0]
     assert all(o.cost["updates"] == math.ceil(len(data.train) / 8) for o in outs)
     assert [u["loss"] for u in outs[0].history.updates] != [u["loss"] for u in outs[1].history.updates]
@@ -165,3 +167,111 @@ def test_train_per_class_keeps_that_many_training_images_and_every_test_image(P,
     assert fewer.test.labels.tolist() == data.test.labels.tolist()
     assert torch.bincount(fewer.train.labels).tolist() == [3] * P["num_classes"]
     assert len(fewer.val) == len(data.val)  # the validation share is carved first, from every image
+
+
+class PredictSpy:
+    """``predict`` replaced by a call-through that keeps the batches, device and precision it was given and what
+    it returned."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = q2.predict
+
+        def predict(model, batches, device=None, precision="fp32"):
+            out = real(model, batches, device, precision)
+            self.calls.append({"batches": batches, "device": device, "precision": precision, "out": out})
+            return out
+
+        monkeypatch.setattr(q2, "predict", predict)
+
+
+def _macro_f1(y, pred, k):
+    """Per-class F1 = 2 TP / (2 TP + FP + FN), 0 for a class never seen nor predicted, averaged over k classes."""
+    f1 = []
+    for c in range(k):
+        tp, fp, fn = np.sum((pred == c) & (y == c)), np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1))
+
+
+def test_validation_and_test_batches_and_what_the_outcome_keeps_of_the_test_pass(P, data, monkeypatch):
+    """Validation and test go through in order (labels as in the split), 256 images a batch (what the forecast
+    times), at the run's image size, layout and device; the test pass in the run's precision; the outcome keeps its
+    labels, predictions, confidences and embeddings, and scores them: macro-F1 by hand, retrieval of those
+    embeddings."""
+    spy = PredictSpy(monkeypatch)
+    out, call = train({**P, "image_size": 24, "precision": "bf16"}, data, monkeypatch, seeds=(2,), loss="ce")
+    val = call["val"]
+    assert (val.order, val.batch_size, val.image_size, val.channels_last, val.device, val.augment) == \
+        ("sequential", 256, 24, True, CPU, False)
+    assert val.labels.tolist() == data.val.labels.tolist()
+    ((test_call),) = spy.calls
+    test = test_call["batches"]
+    assert (test.order, test.batch_size, test.image_size, test.channels_last, test.device) == \
+        ("sequential", 256, 24, True, CPU)
+    assert test_call["precision"] == "bf16" and test_call["device"] == CPU
+    p = test_call["out"]
+    assert out.name == "r" and out.seed == 2 and out.y_true.tolist() == data.test.labels.tolist()
+    assert np.array_equal(out.y_pred, p["predictions"].numpy())
+    assert np.array_equal(out.confidence, p["confidence"].numpy())
+    assert np.array_equal(out.artifacts["embeddings"], p["embeddings"].numpy())
+    assert out.artifacts["embeddings"].shape == (len(data.test), call["model"].head.in_features)
+    assert set(out.metrics) == {"macro_f1", "precision_at_1", "map_at_r"}
+    assert out.metrics["macro_f1"] == pytest.approx(_macro_f1(out.y_true, out.y_pred, len(data.train.classes)))
+    assert {k: out.metrics[k] for k in ("precision_at_1", "map_at_r")} == q2.retrieval(p["embeddings"], p["labels"])
+
+
+def test_a_diverged_run_keeps_its_predictions_but_no_metrics(P, data, monkeypatch):
+    real = q2.fit
+
+    def diverging(*args, **kw):
+        history = real(*args, **kw)
+        history.status = "diverged"
+        return history
+
+    monkeypatch.setattr(q2, "fit", diverging)
+    out = q2.train_and_test(q2.plan({**P, "runs": [{"name": "d", "loss": "ce"}]})["losses"]["d"][0], data, CPU,
+                            keep_checkpoints="none")
+    assert out.metrics == {} and len(out.y_pred) == len(data.test) and out.accuracy is None
+
+
+def test_without_a_validation_split_there_are_no_validation_batches(P, monkeypatch):
+    whole = load(P, val_fraction=0.0)
+    out, call = train(P, whole, monkeypatch, loss="ce")
+    assert call["val"] is None and out.history.images == len(whole.train) == 40
+
+
+def test_the_network_is_resnet18_with_the_runs_weights(P, data, monkeypatch):
+    built = []
+    monkeypatch.setattr(q2, "resnet", lambda *args, **kw: built.append((args, kw)) or tiny_resnet(*args, **kw))
+    train({**P, "weights": "none"}, data, monkeypatch, loss="ce")
+    assert built == [(("resnet18", "none"), {})]  # not the stand-in, resnet's default weights
+
+
+@pytest.mark.parametrize("image_size, precision", [(32, "fp32"), (64, "bf16")])
+def test_auto_precision_on_a_cpu_with_native_bf16_follows_resnet18s_measured_rule(P, data, monkeypatch, image_size,
+                                                                                    precision):
+    """"auto" on such a CPU: bf16 for the ResNets from 64 px (measured faster there), fp32 below, at any batch
+    size (the small CNN's rule, batch >= 4, would give bf16 at 32 px with batches of 8)."""
+    import labkit.device
+    monkeypatch.setattr(labkit.device, "native_bf16_cpu", lambda: True)
+    out, call = train({**P, "precision": "auto", "image_size": image_size}, data, monkeypatch, loss="ce",
+                      batch_size=8)
+    assert out.settings["precision"] == call["precision"] == precision
+
+
+def test_the_checkpoint_is_the_questions_the_runs_and_the_datas_and_the_default_keeps_it_final(P, data,
+                                                                                               monkeypatch):
+    """Its name: q2-<run name>-<run key of the settings as trained (precision resolved), seed, data identity>.
+    Called without keep_checkpoints (the default), the final checkpoint stays; with "none" nothing does."""
+    from labkit.paths import cache_dir
+    from labkit.runs import run_key
+    spy = FitSpy(monkeypatch, q2)
+    (run,) = q2.plan({**P, "seeds": [6], "runs": [{"name": "kept", "loss": "ce", "batch_size": 16}]})["losses"]["kept"]
+    out = q2.train_and_test(run, data, CPU)
+    path = spy.calls[0]["checkpoint"]
+    assert path == cache_dir("checkpoints") / f"q2-kept-{run_key('q2', out.settings, 6, data.key)}.pt"
+    assert spy.calls[0]["keep_checkpoints"] == "final" and path.exists()
+    assert spy.calls[0]["desc"] == "kept" and spy.calls[0]["device"] == CPU
+    _, call = train(P, data, monkeypatch, keep="none", loss="ce", batch_size=12)
+    assert call["keep_checkpoints"] == "none" and not call["checkpoint"].exists()
