@@ -1,4 +1,6 @@
 import json
+import math
+import os
 
 import numpy as np
 import pytest
@@ -94,3 +96,182 @@ def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):
     out = q1.train_and_test(run, data, torch.device("cpu"))
     assert out.history.images == len(data.train) * run["epochs"]  # every training image, every epoch
     assert all(e.get("val_loss") is None for e in out.history.epochs)  # no validation curve
+
+
+def test_architecture_names_the_network():
+    assert q1.architecture({"arch": "resnet50"}) == "ResNet-50"
+    assert q1.architecture({"arch": "resnet18"}) == "ResNet-18"
+
+
+def test_zero_shot_with_another_number_of_classes():
+    """``num_classes`` is the index of ``other`` (and what marks an unmapped source class)."""
+    logits = torch.tensor([[0.0, 5.0, 1.0], [4.0, 0.0, 1.0]])
+    mapping = {0: 1, 2: 0}  # source 1 unmapped
+    assert q1.zero_shot(logits, mapping, restricted=False, num_classes=2).tolist() == [2, 1]
+    assert q1.zero_shot(logits, mapping, restricted=True, num_classes=2).tolist() == [0, 1]
+    assert torch.equal(logits, torch.tensor([[0.0, 5.0, 1.0], [4.0, 0.0, 1.0]]))  # the caller's logits untouched
+
+
+def test_chosen_probability_is_the_softmax_of_the_class_each_rule_picks():
+    logits = torch.tensor([[0.0, 5.0, 1.0, 0.0], [3.0, 0.0, 1.0, 0.0]])
+    mapping = {2: 7, 0: 2}  # source 1 and 3 unmapped; given out of order
+    e = math.exp
+    row0, row1 = 1 + e(5) + e(1) + 1, e(3) + 1 + e(1) + 1
+    assert q1.chosen_probability(logits, mapping, restricted=False) == pytest.approx([e(5) / row0, e(3) / row1])
+    # restricted: the largest of sources 0 and 2 only (row 0: source 2, not the unmapped source 1)
+    assert q1.chosen_probability(logits, mapping, restricted=True) == pytest.approx([e(1) / row0, e(3) / row1])
+
+
+@pytest.mark.parametrize("weights, outputs, source", [
+    ("standin-smoke", 40, "stand-in"),
+    ("/models/standin-like.pt", 40, "stand-in"),  # a file holding a stand-in: known by its 40 source classes
+    ("none", 1000, "imagenet"),
+    ("/models/imagenet-like.pt", 1000, "imagenet"),  # a file of ImageNet's 1000 classes
+])
+def test_source_model_maps_the_source_classes_the_weights_hold(monkeypatch, weights, outputs, source):
+    from conftest import tiny_resnet
+    from labkit.questions.imagenet import IMAGENET_TO_STL10
+    from labkit.training import standin
+    built = []
+    monkeypatch.setattr(q1, "resnet", lambda arch, w: built.append((arch, w)) or tiny_resnet(num_classes=outputs))
+    model, mapping, name = q1.source_model("resnet18", weights)
+    assert built == [("resnet18", weights)] and model.fc.out_features == outputs
+    if source == "stand-in":
+        assert mapping == standin.source_to_stl10() and len(mapping) == 18  # 9 classes (no deer) x 2 variants
+        assert name == "the stand-in's synthetic source task (40 classes)"
+    else:
+        assert mapping == IMAGENET_TO_STL10 and name == "ImageNet-1k (1000 classes)"
+
+
+def test_source_model_refuses_a_head_of_neither_source_task(monkeypatch):
+    from conftest import tiny_resnet
+    monkeypatch.setattr(q1, "resnet", lambda arch, w: tiny_resnet(num_classes=7))
+    with pytest.raises(ValueError) as refused:
+        q1.source_model("resnet50", "/models/seven.pt")
+    assert str(refused.value) == ("weights='/models/seven.pt': its classifier has 7 outputs; the zero-shot part "
+                                  "needs ImageNet's 1000 classes (or the stand-in's). Use weights='imagenet' or "
+                                  "'standin'.")
+
+
+def test_weights_id_names_a_file_by_its_path_size_and_time_and_named_weights_by_their_recipe(tmp_path, monkeypatch):
+    """The feature cache's key: a weights file rewritten in place (same name) must not serve stale features."""
+    from labkit.training import standin
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"12345")
+    os.utime(weights, ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    expected = f"{tmp_path.resolve()}/w.pt:5:1700000000123456789"
+    assert q1._weights_id(str(weights)) == expected
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert q1._weights_id("~/w.pt") == expected  # a path from home, as a user writes it
+    assert q1._weights_id("standin") == "standin" + str(standin.SETTINGS["standin"])
+    assert q1._weights_id("standin-smoke") == "standin-smoke" + str(standin.SETTINGS["standin-smoke"])
+    assert standin.SETTINGS["standin"] != standin.SETTINGS["standin-smoke"]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagenet").write_bytes(b"not weights")  # a file that happens to bear a weights name
+    assert q1._weights_id("imagenet") == "imagenet" and q1._weights_id("none") == "none"
+    assert q1._weights_id("missing.pt") == "missing.pt"
+
+
+def test_passes_count_the_feature_pass_and_each_fine_tuning_seed():
+    """Hand-counted: 7 images a class of 10 (fewer than the 200 given) and 70 test images; fine-tuning holds
+    out ceil(0.25 x 70) = 18 for validation and trains on 52 for 3 epochs, per seed."""
+    from labkit.questions.contract import Pass, Setting
+    P = q1.parameters({**default_parameters("q1", "smoke"), "arch": "resnet18", "image_size": 40,
+                       "train_per_class": 7})
+    P = {**P, "seeds": [3, 5], "runs": [
+        {"name": "svm"},
+        {"name": "finetune", "val_fraction": 0.25, "batch_size": 9, "epochs": 3, "augment": False,
+         "freeze_until": "layer2", "optimizer": "sgd", "precision": "bf16"}]}
+    sizes = {"train": 200, "test": 70, "stored_size": 64, "classes": 10}
+    train = Setting("resnet18", 64, 40, 9, 10, True, False, "layer2", "sgd", "bf16")
+    evaluate = Setting("resnet18", 64, 40, 128, 10, False, False, "none", "adam", "bf16")
+    per_seed = [[Pass("q1", f"finetune seed {s}: training", train, 52 * 3),
+                 Pass("q1", f"finetune seed {s}: validation", evaluate, 18 * 3),
+                 Pass("q1", f"finetune seed {s}: test", evaluate, 70)] for s in (3, 5)]
+    features = Pass("q1", "feature pass (train + test)",
+                    Setting("resnet18", 64, 40, 128, 1000, False, False, "none", "adam", "fp32"), 70 + 70)
+    assert q1.passes(P, sizes) == [features, *per_seed[0], *per_seed[1]]
+    # more images a class asked for than there are: every training image (200)
+    assert q1.passes({**P, "train_per_class": 30}, sizes)[0].images == 200 + 70
+    assert q1.passes({**P, "train_per_class": None}, sizes)[0].images == 200 + 70
+
+
+def test_passes_default_to_the_sizes_of_the_data_the_parameters_name():
+    P = q1.parameters({**default_parameters("q1", "smoke"), "synthetic_train_per_class": 6,
+                       "synthetic_test_per_class": 4})
+    only = lambda *names: {**P, "runs": [{"name": n} for n in names]}  # noqa: E731
+    (features,) = q1.passes(only("zero_shot"))  # the zero-shot rules need the feature pass too
+    assert features.images == 60 + 40 and features.setting.stored_size == 96
+    assert q1.passes({**only("zero_shot"), "train_per_class": 2})[0].images == 2 * 10 + 40
+    assert q1.passes({**only("zero_shot_restricted"), "data_source": "real"})[0].images == 5_000 + 8_000
+    assert q1.passes({**only("svm"), "data_source": "real", "train_per_class": 30})[0].images == 300 + 8_000
+    assert [p.what for p in q1.passes(only("finetune"))] == [  # no SVM nor zero-shot: no feature pass
+        "finetune seed 0: training", "finetune seed 0: validation", "finetune seed 0: test"]
+    training, validation, test = q1.passes(only("finetune"))  # smoke: val_fraction 0.15 of 60 -> 9, 1 epoch
+    assert (training.images, validation.images, test.images) == (51, 9, 40)
+    assert training.setting.stored_size == 96 and training.setting.num_classes == 10
+    assert q1.passes(only()) == []
+
+
+def outcome(name, y_pred, seed=0, metrics=None, artifacts=None):
+    from labkit.questions.experiments import Outcome
+    y_true = np.arange(20) % 10
+    return Outcome(name, {}, seed, None, y_true, np.asarray(y_pred), metrics=metrics or {},
+                   artifacts=artifacts or {})
+
+
+def right(n):
+    """Predictions for the 20 test images of :func:`outcome` with the first ``n`` right, the rest wrong."""
+    y = np.arange(20) % 10
+    return np.where(np.arange(20) < n, y, (y + 1) % 10)
+
+
+def test_findings_rank_compare_flag_and_count_other():
+    import pandas as pd
+    parts = {"svm": {"svm": [outcome("svm", right(10))]},
+             "zero_shot": {"zero_shot": [outcome("zero_shot", right(5), metrics={"other_rate": 0.4},
+                                                 artifacts={"source_name": "ImageNet-1k (1000 classes)"})],
+                           "zero_shot_restricted": [outcome("zero_shot_restricted", right(7))]},
+             "finetune": {"finetune": [outcome("finetune", right(20))]}}
+    summary = pd.DataFrame({"accuracy": [0.5, 0.25, float("nan"), 1.0],
+                            "status": ["ok", "at_chance", "failed", "ok"]},
+                           index=["svm", "zero_shot", "zero_shot_restricted", "finetune"])
+    # one seed each: McNemar over the 10 images only fine-tuning gets right, p = 2 x 0.5^10 = 0.00195
+    assert q1.findings(summary, parts, {}).split("\n\n") == [
+        "**Ranking in this run:** fine-tuning (100.0 %) > features + SVM (50.0 %) > "
+        "zero-shot mapping (original rule) (25.0 %).",
+        "Fine-tuning vs the SVM on the same 20 test images: finetune vs svm: these two trained networks differ "
+        "(one seed: not a verdict on the recipes) (Holm-adjusted p = 0.00195, McNemar).",
+        "Flagged runs: zero-shot mapping (original rule) (at chance), zero-shot mapping (restricted rule) (failed).",
+        "The original rule predicts `other` for 40.0 % of the test images (ImageNet-1k (1000 classes))."]
+
+
+def test_findings_judge_fine_tuning_seeds_against_the_deterministic_svm():
+    """Two fine-tuning seeds (90 % and 80 %) against the SVM's one run (50 %): the differences 0.4 and 0.3 have a
+    one-sample t of 0.35 / 0.05 = 7 with 1 degree of freedom, p = 1 - 2 atan(7) / pi = 0.0903."""
+    import pandas as pd
+    parts = {"svm": {"svm": [outcome("svm", right(10))]},
+             "finetune": {"finetune": [outcome("finetune", right(18), seed=0), outcome("finetune", right(16), seed=1)]}}
+    summary = pd.DataFrame({"accuracy": [0.5, 0.85], "status": ["ok", "ok"]}, index=["svm", "finetune"])
+    assert f"{1 - 2 * math.atan(7) / math.pi:.3g}" == "0.0903"
+    assert q1.findings(summary, parts, {}).split("\n\n") == [
+        "**Ranking in this run:** fine-tuning (85.0 %) > features + SVM (50.0 %).",
+        "Fine-tuning vs the SVM on the same 20 test images: finetune vs svm: within noise (Holm-adjusted p = 0.0903, "
+        "one-sample t-test over 2 seeds)."]
+
+
+@pytest.mark.parametrize("present", [["finetune"], ["svm"], ["svm", "zero_shot"]])
+def test_findings_compare_only_what_ran(present):
+    """No comparison without both fine-tuning and the SVM; no `other` sentence without the original rule's rate."""
+    import pandas as pd
+    zs = outcome("zero_shot", right(5), artifacts={"source_name": "x"})  # no other_rate
+    made = {"svm": ("svm", outcome("svm", right(10))), "finetune": ("finetune", outcome("finetune", right(20))),
+            "zero_shot": ("zero_shot", zs)}
+    parts = {}
+    for name in present:
+        part, o = made[name]
+        parts.setdefault(part, {})[name] = [o]
+    accuracy = {"svm": 0.5, "finetune": 1.0, "zero_shot": 0.25}
+    summary = pd.DataFrame({"accuracy": [accuracy[n] for n in present], "status": ["ok"] * len(present)},
+                           index=present)
+    assert "\n\n" not in q1.findings(summary, parts, {})  # the ranking only
