@@ -89,7 +89,11 @@ def test_the_feature_pass_runs_in_full_precision(isolated_root, monkeypatch):
     assert asked == ["fp32"]
 
 
-def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root):
+def test_val_fraction_0_fine_tunes_on_the_whole_training_split(isolated_root, monkeypatch):
+    """What is fine-tuned is under test, not how well: a ResNet in shape only (no stand-in to pre-train first)."""
+    from conftest import tiny_resnet
+    from labkit.training import standin
+    monkeypatch.setattr(q1, "resnet", lambda arch, weights: tiny_resnet(num_classes=len(standin.source_classes())))
     P = q1.parameters({**default_parameters("q1", "smoke"), "val_fraction": 0.0, "arch": "resnet18"})
     data = q1.load_data(P)
     (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]["finetune"]
@@ -275,3 +279,67 @@ def test_findings_compare_only_what_ran(present):
     summary = pd.DataFrame({"accuracy": [accuracy[n] for n in present], "status": ["ok"] * len(present)},
                            index=present)
     assert "\n\n" not in q1.findings(summary, parts, {})  # the ranking only
+
+
+def test_load_data_generates_the_synthetic_set_the_parameters_size(isolated_root):
+    P = q1.parameters({**default_parameters("q1", "smoke"), "synthetic_train_per_class": 3,
+                       "synthetic_test_per_class": 2, "seed": 7})
+    data = q1.load_data(P)
+    # the generator's seed is fixed (0): the split seed chooses subsets, never other images
+    assert data.source == str(isolated_root / "data" / "synthetic" / "stl10" / "seed0-test_per_class2-train_per_class3")
+    assert torch.bincount(data.train.labels).tolist() == [3] * 10 and torch.bincount(data.test.labels).tolist() == [2] * 10
+    assert len(data.val) == 0 and data.split_seed == 7  # fine-tuning carves its own validation split, with seed 7
+    same = q1.load_data(P)
+    assert same.key == data.key and torch.equal(same.train.images, data.train.images)
+    # the split seed is part of the data's identity (it decides fine-tuning's split), as is the training subset
+    assert q1.load_data({**P, "seed": 8}).key != data.key
+    fewer = q1.load_data({**P, "train_per_class": 2})
+    assert fewer.key != data.key and torch.bincount(fewer.train.labels).tolist() == [2] * 10
+
+
+def test_load_data_draws_the_training_subset_with_the_split_seed(isolated_root):
+    from labkit.data import per_class_subset
+    P = q1.parameters({**default_parameters("q1", "smoke"), "synthetic_train_per_class": 4,
+                       "synthetic_test_per_class": 1, "train_per_class": 2})
+    full = q1.load_data({**P, "train_per_class": None})
+    chosen = {}
+    for seed in (7, 8):
+        data = q1.load_data({**P, "seed": seed})
+        index = per_class_subset(full.train.labels.numpy(), 2, seed)
+        assert torch.equal(data.train.images, full.train.images[index]), seed
+        assert torch.equal(data.test.images, full.test.images)  # the test set is never reduced
+        chosen[seed] = index.tolist()
+    assert chosen[7] != chosen[8]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "real"])
+def test_load_data_reads_the_folder_data_dir_names(isolated_root, tmp_path, source):
+    from labkit.data.synthetic import write_stl10
+    folder = write_stl10(tmp_path / "elsewhere", train_per_class=2, test_per_class=1, seed=3)
+    P = q1.parameters({**default_parameters("q1", "smoke"), "data_source": source, "data_dir": str(folder)})
+    data = q1.load_data(P)
+    assert data.source == str(folder) and len(data.train) == 20 and len(data.test) == 10
+
+
+def test_load_data_finds_the_real_set_where_make_data_puts_it(isolated_root):
+    from labkit.data.synthetic import write_stl10
+    write_stl10(isolated_root / "data" / "stl10", train_per_class=2, test_per_class=3, seed=3)
+    data = q1.load_data(q1.parameters({**default_parameters("q1", "smoke"), "data_source": "real"}))
+    assert data.source == str(isolated_root / "data" / "stl10") and (len(data.train), len(data.test)) == (20, 30)
+
+
+@pytest.mark.parametrize("kernel, c", [("linear", 0.5), ("rbf", 20.0)])
+def test_train_svm_standardises_then_fits_one_binary_svm_per_class(kernel, c):
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+    x = np.array([[0.0, 0.0], [1.0, 1.0], [10.0, 0.0], [11.0, 1.0], [0.0, 10.0], [1.0, 11.0]])
+    y = np.array([0, 0, 1, 1, 2, 2])
+    svm = q1.train_svm(x, y, kernel, c, seed=3)
+    scaler, ovr = svm
+    assert type(scaler) is StandardScaler and type(ovr) is OneVsRestClassifier and len(svm) == 2
+    assert scaler.mean_ == pytest.approx([23 / 6, 23 / 6])  # fitted on the training features
+    assert len(ovr.estimators_) == 3 and all(type(e) is SVC for e in ovr.estimators_)  # one-vs-rest: one per class
+    assert [(e.kernel, e.C, e.gamma) for e in ovr.estimators_] == [(kernel, c, "scale")] * 3
+    assert svm.predict(np.array([[0.5, 0.5], [10.5, 0.5], [0.5, 10.5]])).tolist() == [0, 1, 2]
+    assert svm.decision_function(x).shape == (6, 3)
