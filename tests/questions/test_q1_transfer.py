@@ -343,3 +343,57 @@ def test_train_svm_standardises_then_fits_one_binary_svm_per_class(kernel, c):
     assert [(e.kernel, e.C, e.gamma) for e in ovr.estimators_] == [(kernel, c, "scale")] * 3
     assert svm.predict(np.array([[0.5, 0.5], [10.5, 0.5], [0.5, 10.5]])).tolist() == [0, 1, 2]
     assert svm.decision_function(x).shape == (6, 3)
+
+
+def test_parameters_are_validated_and_write_to_q1s_folder(isolated_root):
+    P = q1.parameters({**default_parameters("q1", "smoke"), "output_dir": None, "svm_c": 2})
+    assert P["output_dir"] == str(isolated_root / "reports" / "smoke" / "q1") and P["svm_c"] == 2.0
+    with pytest.raises(ParameterError, match="'train_per_class' = 1 is out of range"):  # Q1's own specs
+        q1.parameters({**default_parameters("q1", "smoke"), "train_per_class": 1})
+
+
+def test_plan_refuses_a_run_without_a_known_name_saying_which():
+    P = q1.parameters(default_parameters("q1"))
+    allowed = "allowed: svm, zero_shot, zero_shot_restricted, finetune"
+    with pytest.raises(ParameterError) as refused:
+        q1.plan({**P, "runs": [{"name": "svm"}, "finetune"]})  # a bare string, not a run
+    assert str(refused.value) == f"runs[1]: name=None is not allowed; {allowed}"
+    with pytest.raises(ParameterError) as refused:
+        q1.plan({**P, "runs": [{"name": "svm"}, {"name": "zero_shot"}, {"name": "knn"}]})
+    assert str(refused.value) == f"runs[2]: name='knn' is not allowed; {allowed}"
+
+
+def test_plan_refuses_settings_a_method_does_not_use_naming_the_ones_it_does():
+    P = q1.parameters(default_parameters("q1"))
+    with pytest.raises(ParameterError) as refused:
+        q1.plan({**P, "runs": [{"name": "finetune"}, {"name": "svm", "lr": 0.1, "epochs": 2, "svm_c": 1.0}]})
+    # sorted, quoted; the backbone's settings (weights, arch, image_size) are notebook parameters, not run keys
+    assert str(refused.value) == ("runs[1] (svm): key(s) 'epochs', 'lr' do not apply to svm; allowed: "
+                                  "feature_layer, svm_kernel, svm_c")
+    with pytest.raises(ParameterError) as refused:
+        q1.plan({**P, "runs": [{"name": "zero_shot", "svm_c": 1.0}]})
+    assert str(refused.value) == "runs[0] (zero_shot): key(s) 'svm_c' do not apply to zero_shot; allowed: "
+
+
+def test_plan_keeps_each_methods_own_settings_and_names_the_method():
+    P = q1.parameters({**default_parameters("q1"), "svm_c": 0.7, "lr": 0.003})
+    planned = q1.plan({**P, "seeds": [4, 6, 9], "runs": [{"name": "svm", "svm_kernel": "rbf"}, {"name": "zero_shot"},
+                                                         {"name": "zero_shot_restricted"}, {"name": "finetune"}]})
+    (svm,), (zs,), (zsr,) = planned["svm"]["svm"], planned["zero_shot"]["zero_shot"], \
+        planned["zero_shot"]["zero_shot_restricted"]
+    backbone = {"weights": P["weights"], "arch": P["arch"], "image_size": P["image_size"]}
+    assert svm.settings == {**backbone, "feature_layer": P["feature_layer"], "svm_kernel": "rbf", "svm_c": 0.7,
+                            "method": "svm"} and svm.seed == 4  # one run, the first seed
+    # the two zero-shot rules share every setting but the method: two runs, two keys
+    assert zs.settings == {**backbone, "method": "zero_shot"} and zsr.settings == {**backbone,
+                                                                                   "method": "zero_shot_restricted"}
+    finetune = planned["finetune"]["finetune"]
+    assert [r.seed for r in finetune] == [4, 6, 9] and finetune[0]["lr"] == 0.003
+    assert set(finetune[0].settings) == {*q1.METHODS["finetune"], "method"}
+
+
+def test_plan_refuses_an_optimizer_setting_its_optimizer_would_ignore_naming_the_run():
+    P = q1.parameters(default_parameters("q1"))
+    with pytest.raises(ParameterError) as refused:
+        q1.plan({**P, "runs": [{"name": "finetune", "optimizer": "adam", "momentum": 0.9}]})
+    assert str(refused.value).startswith("run 'finetune': momentum=0.9 does not apply to optimizer='adam'")
