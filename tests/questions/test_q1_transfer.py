@@ -275,10 +275,13 @@ def test_findings_compare_only_what_ran(present):
     for name in present:
         part, o = made[name]
         parts.setdefault(part, {})[name] = [o]
-    accuracy = {"svm": 0.5, "finetune": 1.0, "zero_shot": 0.25}
+    accuracy = {"svm": 0.5, "finetune": 1.0, "zero_shot": 0.75}
     summary = pd.DataFrame({"accuracy": [accuracy[n] for n in present], "status": ["ok"] * len(present)},
                            index=present)
-    assert "\n\n" not in q1.findings(summary, parts, {})  # the ranking only
+    ranking = {("finetune",): "fine-tuning (100.0 %)", ("svm",): "features + SVM (50.0 %)",
+               # by accuracy, not by name
+               ("svm", "zero_shot"): "zero-shot mapping (original rule) (75.0 %) > features + SVM (50.0 %)"}
+    assert q1.findings(summary, parts, {}) == f"**Ranking in this run:** {ranking[tuple(present)]}."  # nothing else
 
 
 def test_load_data_generates_the_synthetic_set_the_parameters_size(isolated_root):

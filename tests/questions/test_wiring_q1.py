@@ -293,8 +293,10 @@ def backbones(monkeypatch):
     """A fixed ResNet in shape only per architecture (the autouse one is new, random, at each call): what the
     features must come from."""
     made = {arch: tiny_resnet(num_classes=len(standin.source_classes())) for arch in ("resnet18", "resnet50")}
+    made["asked"] = []  # (arch, weights) of each backbone built
     import copy
-    monkeypatch.setattr(q1, "resnet", lambda arch, weights: copy.deepcopy(made[arch]))
+    monkeypatch.setattr(q1, "resnet", lambda arch, weights: made["asked"].append((arch, weights))
+                        or copy.deepcopy(made[arch]))
     return made
 
 
@@ -356,6 +358,7 @@ def test_features_come_from_the_runs_backbone_for_both_splits_and_are_cached_per
     runs = {arch: q1.plan({**P, "arch": arch, "image_size": 24, "runs": [{"name": "svm"}]})["svm"]["svm"][0]
             for arch in ("resnet18", "resnet50")}
     got = {arch: q1.features(data, run, CPU) for arch, run in runs.items()}
+    assert backbones["asked"] == [("resnet18", "standin-smoke"), ("resnet50", "standin-smoke")]
     for arch, (train, test, mapping, name) in got.items():
         model = backbones[arch]
         model.eval()
@@ -367,3 +370,12 @@ def test_features_come_from_the_runs_backbone_for_both_splits_and_are_cached_per
         assert mapping == standin.source_to_stl10() and name.startswith("the stand-in's")
     # two backbones with the same weights name: two cache entries, not one served twice
     assert not torch.allclose(got["resnet18"][1]["fc"], got["resnet50"][1]["fc"])
+
+
+def test_fine_tuning_starts_from_the_runs_backbone_and_weights(P, data, monkeypatch, backbones):
+    _, call = finetune(P, data, monkeypatch, P_over={"arch": "resnet50"})
+    assert backbones["asked"] == [("resnet50", "standin-smoke")]
+    start = call["start"]
+    for name, value in backbones["resnet50"].state_dict().items():  # the backbone as built, before training
+        if not name.startswith("fc."):  # its source head replaced by the new one
+            assert torch.equal(start[f"backbone.{name}"], value), name
