@@ -379,3 +379,17 @@ def test_fine_tuning_starts_from_the_runs_backbone_and_weights(P, data, monkeypa
     for name, value in backbones["resnet50"].state_dict().items():  # the backbone as built, before training
         if not name.startswith("fc."):  # its source head replaced by the new one
             assert torch.equal(start[f"backbone.{name}"], value), name
+
+
+def test_every_batch_goes_to_the_runs_device(P, data, monkeypatch):
+    """``cpu:0`` is the CPU under another name: where each batch is sent is seen on a machine without a GPU."""
+    device = torch.device("cpu", 0)
+    tested = []
+    real = q1.predict
+    monkeypatch.setattr(q1, "predict", lambda model, batches, *a, **k: tested.append(batches) or real(model, batches,
+                                                                                                       *a, **k))
+    spy = FitSpy(monkeypatch, q1)
+    (run,) = q1.plan({**P, "runs": [{"name": "finetune"}]})["finetune"]["finetune"]
+    q1.train_and_test(run, data, device, keep_checkpoints="none")
+    (call,) = spy.calls
+    assert call["train"].device == call["val"].device == tested[0].device == device != torch.device("cpu")
