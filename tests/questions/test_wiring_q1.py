@@ -292,6 +292,9 @@ def test_auto_precision_is_resolved_for_the_runs_network_and_image_size(P, data,
 def backbones(monkeypatch):
     """A fixed ResNet in shape only per architecture (the autouse one is new, random, at each call): what the
     features must come from."""
+    # seed 6: a net whose largest source logit is an unmapped class for about 20 of the 30 test images and a mapped
+    # one for the rest (most random tiny nets pick one class for every image), so both zero-shot rules show
+    torch.manual_seed(6)
     made = {arch: tiny_resnet(num_classes=len(standin.source_classes())) for arch in ("resnet18", "resnet50")}
     made["asked"] = []  # (arch, weights) of each backbone built
     import copy
@@ -343,7 +346,7 @@ def test_zero_shot_outcome_maps_the_test_images_source_logits(P, data, backbones
     if method == "zero_shot":  # the largest of the 40 source logits, "other" (10) for the 22 unmapped classes
         chosen = logits.argmax(1)
         expected = [mapping.get(int(c), 10) for c in chosen]
-        assert 10 in expected and out.metrics == {"other_rate": pytest.approx(expected.count(10) / len(expected))}
+        assert 0 < expected.count(10) < len(expected) and out.metrics == {"other_rate": pytest.approx(expected.count(10) / len(expected))}
     else:  # the largest of the 18 mapped ones: never "other"
         chosen = mapped[logits[:, mapped].argmax(1)]
         expected = [mapping[int(c)] for c in chosen]
