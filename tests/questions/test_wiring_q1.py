@@ -289,7 +289,7 @@ def test_auto_precision_is_resolved_for_the_runs_network_and_image_size(P, data,
 
 
 @pytest.fixture
-def backbones(monkeypatch):
+def backbones(module_root, monkeypatch):
     """A fixed ResNet in shape only per architecture (the autouse one is new, random, at each call): what the
     features must come from."""
     # seed 6: a net whose largest source logit is an unmapped class for about 20 of the 30 test images and a mapped
@@ -297,6 +297,9 @@ def backbones(monkeypatch):
     torch.manual_seed(6)
     made = {arch: tiny_resnet(num_classes=len(standin.source_classes())) for arch in ("resnet18", "resnet50")}
     made["asked"] = []  # (arch, weights) of each backbone built
+    # features are cached by the weights' name, and other tests here computed some with other nets of that name
+    for cached in q1.cache_dir("features").glob("*.pt"):
+        cached.unlink()
     import copy
     monkeypatch.setattr(q1, "resnet", lambda arch, weights: made["asked"].append((arch, weights))
                         or copy.deepcopy(made[arch]))
