@@ -400,3 +400,18 @@ def test_plan_refuses_an_optimizer_setting_its_optimizer_would_ignore_naming_the
     with pytest.raises(ParameterError) as refused:
         q1.plan({**P, "runs": [{"name": "finetune", "optimizer": "adam", "momentum": 0.9}]})
     assert str(refused.value).startswith("run 'finetune': momentum=0.9 does not apply to optimizer='adam'")
+
+
+def test_load_data_key_changes_with_the_test_set_alone(isolated_root, tmp_path):
+    """Checkpoints and results are keyed by the data: a new test set (same training images) is new data."""
+    import shutil
+    from labkit.data.synthetic import write_stl10
+    folder = write_stl10(tmp_path / "stl", train_per_class=2, test_per_class=1, seed=3)
+    P = q1.parameters({**default_parameters("q1", "smoke"), "data_dir": str(folder)})
+    before = q1.load_data(P)
+    other = write_stl10(tmp_path / "other", train_per_class=2, test_per_class=2, seed=3)
+    for name in ("test_X.bin", "test_y.bin"):
+        shutil.copy(other / "stl10_binary" / name, folder / "stl10_binary" / name)
+    after = q1.load_data(P)
+    assert torch.equal(after.train.images, before.train.images) and after.train.key == before.train.key
+    assert (len(before.test), len(after.test)) == (10, 20) and after.key != before.key
