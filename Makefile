@@ -39,7 +39,7 @@ mutation: setup
 	$(PY) tests/run_mutation.py --jobs $(MUTATION_JOBS) $(MODULES)
 
 # The realistic wiring bugs that once survived the suite, injected one at a time into a throwaway copy: each
-# must make its mirroring test file fail within a minute (tests/run_example_bugs.py; about 3 minutes).
+# must make its mirroring test file fail within a minute (tests/run_example_bugs.py; about a minute).
 example-bugs: setup
 	$(PY) tests/run_example_bugs.py
 
