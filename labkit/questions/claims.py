@@ -65,16 +65,17 @@ def _flow_row(claim: dict, outcomes: dict) -> dict:
     """Gradients reach the first layer: every named run's first layer's mean gradient is at least FLOW_RATIO of
     its largest layer's."""
     names = claim["a"] if isinstance(claim["a"], list) else [claim["a"]]
+    runs_cell = ", ".join(names)
     ratios = {}
     for name in names:
         runs = outcomes.get(name)
         if not runs or runs[0].error or "gradient_flow" not in runs[0].artifacts:
-            return {"runs": ", ".join(names), "verdict": "not run", "test": f"gradient flow of {name}: not run"}
+            return {"runs": runs_cell, "verdict": "not run", "test": f"gradient flow of {name}: not run"}
         flow = runs[0].artifacts["gradient_flow"]["mean_abs_grad"].to_numpy()
         ratios[name] = float(flow[0] / flow.max()) if len(flow) and flow.max() > 0 else 0.0
     worst = min(ratios, key=ratios.get)
     ok = ratios[worst] >= FLOW_RATIO
-    return {"runs": ", ".join(names), "verdict": "reproduced" if ok else "contradicted",
+    return {"runs": runs_cell, "verdict": "reproduced" if ok else "contradicted",
             "ours": f"first layer at {ratios[worst]:.3g} of the largest layer's mean gradient at worst ({worst})",
             "test": f"first layer's mean |gradient| >= {FLOW_RATIO:g} x the largest layer's, in every run (first seed)"}
 
