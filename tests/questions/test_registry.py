@@ -184,7 +184,7 @@ def test_every_notebook_runs_with_every_run_list_empty(isolated_root, key):
     lists = [name for name in QUESTIONS[key].PARAM_SPECS if name == "runs" or name.startswith("runs_")]
     out = isolated_root / "out.ipynb"
     papermill.execute_notebook(str(registry.notebooks_dir() / registry.NOTEBOOKS[key]), str(out),
-                               parameters={"profile": "smoke", **{name: [] for name in lists}},
+                               parameters={**registry.load_params("smoke", key), **{name: [] for name in lists}},
                                cwd=str(registry.notebooks_dir()), kernel_name="python3", progress_bar=False)
     text = json.dumps([o for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])])
     for name in lists:
@@ -239,7 +239,7 @@ def test_a_failed_run_is_reported_and_the_notebook_goes_on(isolated_root, key, m
     out_dir = isolated_root / "out"
     out_dir.mkdir()
     papermill.execute_notebook(str(registry.notebooks_dir() / registry.NOTEBOOKS[key]), str(out_dir / "nb.ipynb"),
-                               parameters={"profile": "smoke", "output_dir": str(out_dir), **runs},
+                               parameters={**registry.load_params("smoke", key), "output_dir": str(out_dir), **runs},
                                cwd=str(registry.notebooks_dir()), kernel_name="python3", progress_bar=False)
     recorded = json.loads((out_dir / "metrics.json").read_text())["runs"]
     for name in failing:
