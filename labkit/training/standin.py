@@ -28,6 +28,7 @@ from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, render_many
 from labkit.errors import MissingFileError
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
+from labkit.training.sharing import run_lock
 
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).
 SOURCE_PROTOTYPES = 20
@@ -81,10 +82,15 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False, tr
     if not train:
         raise MissingFileError(f"the {kind} stand-in for {arch} is not prepared yet (no {path}): call "
                                f"labkit.training.standin.prepare({kind!r}, {arch!r}) first (it pre-trains it once)")
-    state, report = _pretrain(arch, s, progress)
-    blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
-            "report": json.dumps({"kind": kind, **report})}
-    atomic_torch_save(path, blob)
+    # Two kernels (or a report beside JupyterLab) that start together pre-train it once: the second waits for
+    # the first's file instead of spending the same minutes again.
+    with run_lock(path):
+        if path.exists():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        state, report = _pretrain(arch, s, progress)
+        blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
+                "report": json.dumps({"kind": kind, **report})}
+        atomic_torch_save(path, blob)
     return blob
 
 

@@ -50,6 +50,26 @@ def test_source_to_stl10_is_many_to_one_with_no_deer():
     assert unmapped == {2 * deer, 2 * deer + 1} | set(range(20, 40))  # they become 'other'
 
 
+def test_a_stand_in_being_pre_trained_elsewhere_is_waited_for_not_trained_again(tiny):
+    """Two kernels that prepare the same stand-in at once: the second waits on the first's lock, then loads the
+    file the first wrote (here the "first" is this test, holding the lock while a thread asks for the weights)."""
+    import threading
+    from labkit.training.sharing import run_lock
+    folder, trained = tiny
+    path = standin.weights_path("resnet18", "standin")
+    got = []
+    with run_lock(path):
+        waiting = threading.Thread(target=lambda: got.append(standin.standin_weights("resnet18")))
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not got  # still waiting for the lock
+        blob = {"state_dict": {"w": torch.ones(2)}, "classes": ["x"], "settings": "{}", "report": '{"kind": "o"}'}
+        standin.atomic_torch_save(path, blob)
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and trained == []  # not pre-trained a second time
+    assert got[0]["report"] == '{"kind": "o"}' and torch.equal(got[0]["state_dict"]["w"], torch.ones(2))
+
+
 def test_trained_once_then_loaded_from_the_cache(tiny):
     folder, trained = tiny
     first = standin.standin_weights("resnet18")
