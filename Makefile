@@ -25,8 +25,11 @@ system-deps:
 	      || echo "note: could not install chromium; the PDF step will say how to get it"; \
 	  else echo "note: chromium is not installed (sudo apt-get install chromium); HTML only, no PDF"; fi; }
 
+# Tests run on every core (pytest-xdist; TEST_JOBS=1 for one process); the tests that share the smoke report or
+# the demo stand-in stay on one worker (--dist loadgroup), so each is built once.
+TEST_JOBS ?= auto
 test: setup system-deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup
 
 # Mutation testing (mutmut; slow, so not part of `make test`): each module is mutated against its own fast
 # tests (labkit/a/b.py -> tests/a/test_b.py, plus the files tests/run_mutation.py names in MORE_TESTS; tests

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -33,10 +34,46 @@ def samples() -> Path:
     return SAMPLES
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs ``-n auto``) each worker takes its share of the cores: two workers
+    that each start one OpenMP thread per core busy-wait on each other. The variable reaches the notebook
+    kernels and the child processes the tests start."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+# Fixtures of the tests that run things (notebooks, training, subprocesses, Dask clusters).
+RUNS_THINGS = {"isolated_root", "module_root", "same_twice", "tiny"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups; after pytest-randomly's shuffle
+def pytest_collection_modifyitems(items):
+    """With ``--dist loadgroup`` the tests that share one expensive session fixture run on one worker, so it is
+    built once: the smoke report (every notebook, HTML, PDF), and the demo stand-in of the demo-size checks. Under
+    xdist the tests that run things are also handed out first (a stable sort: the shuffled order is kept within
+    each half), so the run ends on quick tests and both workers finish together instead of one idling."""
+    for item in items:
+        if "smoke_report" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_report"))
+        elif item.name.startswith("test_demo_sized"):
+            item.add_marker(pytest.mark.xdist_group("demo_standin"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not RUNS_THINGS & set(getattr(item, "fixturenames", ())))
+
+
 @pytest.fixture(scope="session")
 def shared_standin(tmp_path_factory) -> Path:
-    """One stand-in weights folder for the whole session: the weights are keyed by their own settings and
-    the code fingerprint, so sharing them never serves a stale result, and each is trained once a session."""
+    """One stand-in weights folder for the whole session, the same for every xdist worker: the weights are keyed
+    by their own settings and the code fingerprint, so sharing them never serves a stale result, and each is
+    trained once a session (a second worker that asks meanwhile waits on the stand-in's lock)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        folder = tmp_path_factory.getbasetemp().parent / "standin"  # the workers' common base folder
+        folder.mkdir(exist_ok=True)
+        return folder
     return tmp_path_factory.mktemp("standin")
 
 

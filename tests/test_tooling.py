@@ -32,3 +32,16 @@ def test_every_mutated_module_has_its_test_files_and_every_judged_mutant_is_of_a
     mutated = {m.removesuffix(".py").replace("/", ".") for m in run_mutation.DEFAULT_MODULES}
     for name in run_mutation.equivalents():
         assert re.sub(r"\.x.*$", "", name) in mutated, name
+
+
+def test_under_loadgroup_the_shared_fixture_tests_are_grouped_onto_one_worker(request):
+    """``make test`` relies on pytest-xdist's ``--dist loadgroup`` to build the smoke report and the demo stand-in
+    once: a pytest release that drops the group suffix (pytest 9.2 did, silently) would build each on every
+    worker and wait on the stand-in's lock. Skipped outside ``make test``'s way of running."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not running under pytest-xdist --dist loadgroup")
+    grouped = {"smoke_report": [i for i in request.session.items if "smoke_report" in i.fixturenames],
+               "demo_standin": [i for i in request.session.items if i.name.startswith("test_demo_sized")]}
+    for group, items in grouped.items():
+        assert all(i.nodeid.endswith(f"@{group}") for i in items), group
+    assert "@" not in request.node.nodeid  # the rest are shared out one by one

@@ -38,7 +38,7 @@ def test_cold_against_cached_load(isolated_root):
 
 def test_q3_training(isolated_root):
     children = set(multiprocessing.active_children())
-    r = bench.bench_q3_training(isolated_root, per_class=8, image_size=16, epochs=1, batch_size=8)
+    r = bench.bench_q3_training(isolated_root, per_class=8, image_size=16, epochs=1, batch_size=8, rounds=1)
     assert set(r) == {"photos", "epochs", "labkit_s", "plain_s", "ratio", "labkit_accuracy", "plain_accuracy"}
     assert r["photos"] == 16 and r["epochs"] == 1
     assert r["ratio"] == r["plain_s"] / r["labkit_s"]  # > 1: labkit faster
