@@ -41,7 +41,9 @@ def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         import torch
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+
+        from labkit.training.sharing import cores  # the cores this process may run on (macOS too)
+        threads = max(1, cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
