@@ -77,21 +77,20 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False, tr
         raise ValueError(f"stand-in kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
     s = SETTINGS[kind]
     path = weights_path(arch, kind)
-    if path.exists():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if not train:
-        raise MissingFileError(f"the {kind} stand-in for {arch} is not prepared yet (no {path}): call "
-                               f"labkit.training.standin.prepare({kind!r}, {arch!r}) first (it pre-trains it once)")
-    # Two kernels (or a report beside JupyterLab) that start together pre-train it once: the second waits for
-    # the first's file instead of spending the same minutes again.
-    with run_lock(path):
-        if path.exists():
-            return torch.load(path, map_location="cpu", weights_only=True)
-        state, report = _pretrain(arch, s, progress)
-        blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
-                "report": json.dumps({"kind": kind, **report})}
-        atomic_torch_save(path, blob)
-    return blob
+    if not path.exists():
+        if not train:
+            raise MissingFileError(f"the {kind} stand-in for {arch} is not prepared yet (no {path}): call labkit."
+                                   f"training.standin.prepare({kind!r}, {arch!r}) first (it pre-trains it once)")
+        # Two kernels (or a report beside JupyterLab) that start together pre-train it once: the second waits
+        # for the first's file instead of spending the same minutes again.
+        with run_lock(path):
+            if not path.exists():
+                state, report = _pretrain(arch, s, progress)
+                blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),
+                        "report": json.dumps({"kind": kind, **report})}
+                atomic_torch_save(path, blob)
+                return blob
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def report(arch: str, kind: str = "standin") -> dict:

@@ -210,15 +210,14 @@ def test_passes_count_each_runs_training_validation_and_test_images_by_hand():
         seeds=[0, 5])
     got = q2.passes(P)
     train_ce = Setting("resnet18", 64, 24, 8, 4, True, False, optimizer="adam", precision="bf16")
-    eval_ce = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
     train_pk = Setting("resnet18", 64, 24, 12, 4, True, True, optimizer="adam", precision="bf16")
-    eval_pk = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")
+    evaluate = Setting("resnet18", 64, 24, 256, 4, False, False, precision="bf16")  # both runs, validation and test
     expected = []
-    for name, seed, s, e, train, epochs in (("ce", 0, train_ce, eval_ce, 136, 2), ("ce", 5, train_ce, eval_ce, 136, 2),
-                                           ("pk", 0, train_pk, eval_pk, 132, 3), ("pk", 5, train_pk, eval_pk, 132, 3)):
+    for name, seed, s, train, epochs in (("ce", 0, train_ce, 136, 2), ("ce", 5, train_ce, 136, 2),
+                                        ("pk", 0, train_pk, 132, 3), ("pk", 5, train_pk, 132, 3)):
         expected += [Pass("q2", f"{name} seed {seed}: training", s, train * epochs),
-                     Pass("q2", f"{name} seed {seed}: validation", e, 24 * epochs),
-                     Pass("q2", f"{name} seed {seed}: test", e, 40)]
+                     Pass("q2", f"{name} seed {seed}: validation", evaluate, 24 * epochs),
+                     Pass("q2", f"{name} seed {seed}: test", evaluate, 40)]
     assert got == expected
 
 

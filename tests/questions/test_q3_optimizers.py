@@ -86,20 +86,15 @@ def test_the_batch_size_verdict_says_what_the_originals_numbers_cannot_tell():
     our own runs found no difference; the update counts beside, since the comparison is at equal epochs."""
     import pandas as pd
     assert q3.two_run_yardstick(0.5, 10_000) == pytest.approx(1.96 * np.sqrt(2) * 0.005)
-    y = np.arange(200) % 2
-
-    def runs(ks):  # right on the first k images, one k per seed
-        return {name: [q3.Outcome(name, {}, s, None, y, np.where(np.arange(200) < k, y, 1 - y))
-                       for s, k in enumerate(per_seed)] for name, per_seed in ks}
 
     summary = pd.DataFrame({"updates": [330.0, 165.0, 84.0]}, index=["adam_bs16", "adam_bs32", "adam_bs64"])
-    close = q3.batch_size_verdict(runs((("adam_bs16", (170, 166, 173)), ("adam_bs32", (169, 171, 167)),
-                                         ("adam_bs64", (171, 168, 170)))), summary)
+    close = q3.batch_size_verdict(_right_on_the_first({"adam_bs16": (170, 166, 173), "adam_bs32": (169, 171, 167),
+                                                       "adam_bs64": (171, 168, 170)}), summary)
     assert "span 0.96 points on 7,500 test images" in close and "cannot be judged from its numbers" in close
     assert "up to 1.2 points by test-set noise alone" in close and "our own runs show no real difference" in close
     assert "`adam_bs16` 330, `adam_bs32` 165, `adam_bs64` 84" in close and "equal epochs" in close
-    apart = q3.batch_size_verdict(runs((("adam_bs16", (190, 189, 191)), ("adam_bs32", (150, 152, 149)),
-                                         ("adam_bs64", (120, 121, 119)))), summary)
+    apart = q3.batch_size_verdict(_right_on_the_first({"adam_bs16": (190, 189, 191), "adam_bs32": (150, 152, 149),
+                                                       "adam_bs64": (120, 121, 119)}), summary)
     assert "real difference" in apart and "either" not in apart
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from conftest import FitSpy, tiny_resnet
 from labkit.questions import q2_losses as q2
@@ -185,19 +186,10 @@ class PredictSpy:
         monkeypatch.setattr(q2, "predict", predict)
 
 
-def _macro_f1(y, pred, k):
-    """Per-class F1 = 2 TP / (2 TP + FP + FN), 0 for a class never seen nor predicted, averaged over k classes."""
-    f1 = []
-    for c in range(k):
-        tp, fp, fn = np.sum((pred == c) & (y == c)), np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
-        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(f1))
-
-
 def test_validation_and_test_batches_and_what_the_outcome_keeps_of_the_test_pass(P, data, monkeypatch):
     """Validation and test go through in order (labels as in the split), 256 images a batch (what the forecast
     times), at the run's image size, layout and device; the test pass in the run's precision; the outcome keeps its
-    labels, predictions, confidences and embeddings, and scores them: macro-F1 by hand, retrieval of those
+    labels, predictions, confidences and embeddings, and scores them: macro-F1 as sklearn computes it, retrieval of those
     embeddings."""
     spy = PredictSpy(monkeypatch)
     out, call = train({**P, "image_size": 24, "precision": "bf16"}, data, monkeypatch, seeds=(2,), loss="ce")
@@ -217,7 +209,9 @@ def test_validation_and_test_batches_and_what_the_outcome_keeps_of_the_test_pass
     assert np.array_equal(out.artifacts["embeddings"], p["embeddings"].numpy())
     assert out.artifacts["embeddings"].shape == (len(data.test), call["model"].head.in_features)
     assert set(out.metrics) == {"macro_f1", "precision_at_1", "map_at_r"}
-    assert out.metrics["macro_f1"] == pytest.approx(_macro_f1(out.y_true, out.y_pred, len(data.train.classes)))
+    assert out.metrics["macro_f1"] == pytest.approx(f1_score(out.y_true, out.y_pred, average="macro",
+                                                             labels=list(range(len(data.train.classes))),
+                                                             zero_division=0))
     assert {k: out.metrics[k] for k in ("precision_at_1", "map_at_r")} == q2.retrieval(p["embeddings"], p["labels"])
 
 
