@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from labkit.bench.fixtures import interleaved
 from labkit.device import autocast, native_bf16_cpu, resolve_precision
-from labkit.models import classifier, resnet
+from labkit.models import WindowConv2d, classifier, resnet
 
 # name: (precision, channels-last, torch.compile)
 CANDIDATES = {
@@ -92,6 +92,36 @@ def rule_checks(repeats: int, quiet: bool) -> dict:
     return out
 
 
+# The stand-ins' pre-training steps (labkit.training.standin.SETTINGS: image size, batch size; fp32, channels-last,
+# Adam), where layer4's maps are 1x1 (and layer3's too at 16 px): window convolutions against plain ones.
+WINDOW_CHECKS = [("demo stand-in, ResNet-18, 32 px, batch 128", "standin"),
+                 ("smoke stand-in, ResNet-18, 16 px, batch 32", "standin-smoke")]
+
+
+def window_conv_checks(repeats: int, quiet: bool) -> dict:
+    """Each stand-in's pre-training step with labkit's :class:`WindowConv2d` against torch's plain ``nn.Conv2d``
+    (the same network and batch otherwise), measured in the same run: the speed-up."""
+    from labkit.training.standin import SETTINGS, source_classes
+    out = {}
+    for label, kind in WINDOW_CHECKS:
+        size, batch = SETTINGS[kind]["image_size"], SETTINGS[kind]["batch_size"]
+        steps = {}
+        for convs in ("plain", "window"):
+            steps[convs] = training_step("fp32", True, False, size, batch, len(source_classes()))
+            if convs == "plain":
+                for module in steps[convs].model.modules():
+                    if type(module) is WindowConv2d:
+                        module.__class__ = torch.nn.Conv2d
+            steps[convs]()  # warm-up
+        seconds = interleaved(steps, repeats)
+        ratio = seconds["plain"] / seconds["window"]
+        out[label] = {"window_conv_speedup": round(ratio, 3), "plain_s": round(seconds["plain"], 4),
+                      "window_s": round(seconds["window"], 4)}
+        log(f"  {label}: {1e3 * seconds['plain']:.0f} ms per step with nn.Conv2d, {1e3 * seconds['window']:.0f} ms "
+            f"with window convolutions -> {ratio:.2f}x", quiet)
+    return out
+
+
 def step_flops(image_size: int, batch_size: int, num_classes: int) -> int:
     """FLOPs of one step's forward and backward pass (convolutions and matrix products, as the counter counts
     them; the optimizer's elementwise update is not among them)."""
@@ -155,6 +185,8 @@ def main(repeats: int = 5, as_json: bool = False) -> dict:
         f"{100 * achieved / peak:.0f} % of that peak", as_json)
     log("where precision: auto draws its line (same kind of step, same run):", as_json)
     checks = rule_checks(repeats, as_json)
+    log("the stand-ins' pre-training step, where ResNet maps are 1x1 (same run):", as_json)
+    windows = window_conv_checks(repeats, as_json)
     if auto == "bf16":
         fp32_peak = matmul_peak("fp32")
         log(f"  for comparison, today's fp32 step: {flops / seconds[TODAY] / 1e9:,.0f} GFLOP/s of an fp32 peak of "
@@ -163,4 +195,4 @@ def main(repeats: int = 5, as_json: bool = False) -> dict:
             "achieved_fraction_of_peak": round(achieved / peak, 3),
             "img_per_s": {name: round(s["batch_size"] / sec, 1) for name, sec in seconds.items()},
             "chosen": chosen, "gflop_per_step": round(flops / 1e9, 2), "peak_gflop_per_s": round(peak, 1),
-            "rule_checks": checks}
+            "rule_checks": checks, "window_checks": windows}

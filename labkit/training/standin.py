@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, render_many
 from labkit.errors import MissingFileError
+from labkit.models import torchvision_resnet
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
 from labkit.training.sharing import run_lock
 
@@ -127,8 +127,7 @@ def _pretrain(arch: str, s: dict, progress: bool) -> tuple[dict, dict]:
         torch.manual_seed(s["seed"])
         # zero-initialised last BN gamma per residual block: each block starts as the identity, which lets
         # a short schedule train the deep ResNet-50 too (Goyal et al., 2017)
-        model = getattr(torchvision.models, arch)(weights=None, num_classes=len(source_classes()),
-                                                  zero_init_residual=True)
+        model = torchvision_resnet(arch, weights=None, num_classes=len(source_classes()), zero_init_residual=True)
         # channels-last: about 10 % faster for ResNet convolutions on the CPU too
         train = Batches(images, labels, s["batch_size"], augment=True, seed=s["seed"], channels_last=True)
         optimizer = make_optimizer("adam", model.parameters(), s["lr"])

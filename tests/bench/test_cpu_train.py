@@ -44,6 +44,7 @@ def test_the_summary_is_the_ratio_of_the_medians(monkeypatch, capsys):
     monkeypatch.setattr(cpu_train, "step_flops", lambda **s: 2e9)
     monkeypatch.setattr(cpu_train, "matmul_peak", lambda precision, **k: 100.0)
     monkeypatch.setattr(cpu_train, "RULE_CHECKS", [("tiny", "smallcnn", 16, 2, True)])
+    monkeypatch.setattr(cpu_train, "WINDOW_CHECKS", [])
     for native in (True, False):
         monkeypatch.setattr("labkit.device.native_bf16_cpu", lambda: native)
         monkeypatch.setattr(cpu_train, "native_bf16_cpu", lambda: native)
@@ -54,6 +55,23 @@ def test_the_summary_is_the_ratio_of_the_medians(monkeypatch, capsys):
         assert result["achieved_fraction_of_peak"] == pytest.approx(2 / seconds[chosen] / 100.0, rel=1e-3)
         captured = capsys.readouterr()
         assert captured.out == "" and "achieved" in captured.err  # --json: the lines go to stderr
+
+
+def test_the_window_check_times_plain_convolutions_against_window_ones(monkeypatch):
+    from labkit.models import WindowConv2d
+    from labkit.training import standin
+    monkeypatch.setitem(standin.SETTINGS["standin-smoke"], "batch_size", 2)
+    monkeypatch.setattr(cpu_train, "WINDOW_CHECKS", [("smoke", "standin-smoke")])
+    timed = {}
+
+    def interleaved(fns, repeats):
+        timed.update({name: {type(m) for m in fn.model.modules() if isinstance(m, torch.nn.Conv2d)}
+                      for name, fn in fns.items()})
+        return {"plain": 0.3, "window": 0.1}
+    monkeypatch.setattr(cpu_train, "interleaved", interleaved)
+    result = cpu_train.window_conv_checks(repeats=1, quiet=True)
+    assert timed == {"plain": {torch.nn.Conv2d}, "window": {WindowConv2d}}
+    assert result == {"smoke": {"window_conv_speedup": 3.0, "plain_s": 0.3, "window_s": 0.1}}
 
 
 def test_bench_only_cpu_json_prints_one_object(monkeypatch, capsys):

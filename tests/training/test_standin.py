@@ -133,3 +133,13 @@ def test_pre_training_twice_gives_the_same_weights(tiny):
     assert trained == ["resnet18", "resnet18"]  # trained twice from scratch
     assert all(torch.equal(second["state_dict"][k], v) for k, v in first["state_dict"].items())
     assert json.loads(first["report"])["heldout_top1"] == json.loads(second["report"])["heldout_top1"]
+
+
+def test_the_stand_in_is_pre_trained_with_window_convs(tiny, monkeypatch):
+    """Its 1x1 maps at 32 px (layer4) and 16 px (layer3 too) are where CPUs without AVX-512 lose half a step."""
+    from labkit.training import loop
+    seen, real = [], loop.fit
+    monkeypatch.setattr(loop, "fit", lambda model, *a, **kw: seen.append(model) or real(model, *a, **kw))
+    standin.standin_weights("resnet18")
+    convs = [m for m in seen[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(seen) == 1 and convs and all(type(m) is models.WindowConv2d for m in convs)
