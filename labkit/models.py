@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 
 from labkit.errors import LabkitError
+from labkit.training.convs import torchvision_resnet
 from labkit.training.losses import ModelOutput
 from labkit.params import STANDINS
 
@@ -21,50 +21,6 @@ IMAGENET_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V1"}
 
 class WeightsUnavailableError(LabkitError, RuntimeError):
     """Pretrained weights are neither cached nor downloadable; the message says how to get them."""
-
-
-class WindowConv2d(nn.Conv2d):
-    """An ``nn.Conv2d`` that, where one kernel window covers its whole input and gives its only output (a 3x3
-    convolution on a 1x1 map: a ResNet's layer4 on 32-px images, layer3 too at 16 px), convolves with just the
-    taps that touch the input.
-
-    It is the same convolution: the other taps multiply padding zeros, in the output and in the gradients. But
-    on CPUs without AVX-512, oneDNN computes the weight gradient of a padded 1x1 map as a generic matrix product
-    over all nine taps: about 90 ms for each of layer4's 512-channel convolutions at batch 128 on one core, half
-    of a 32-px ResNet-18 training step, against a few ms for the one tap that counts (``make bench`` measures
-    the ratio)."""
-
-    def _conv_forward(self, input, weight, bias):
-        taps = self.window_taps(tuple(input.shape[-2:]))
-        if taps is None:
-            return super()._conv_forward(input, weight, bias)
-        return F.conv2d(input, weight[(slice(None), slice(None), *taps)], bias, 1, 0, 1, self.groups)
-
-    def window_taps(self, size: tuple[int, int]) -> tuple[slice, slice] | None:
-        """The kernel's rows and columns that touch an input of ``size``, where one window covers it all and gives
-        the only output; None where the whole kernel is needed (or used anyway)."""
-        if self.padding_mode != "zeros" or isinstance(self.padding, str) or self.dilation != (1, 1):
-            return None
-        taps = []
-        for n, k, s, p in zip(size, self.kernel_size, self.stride, self.padding):
-            if not 0 <= n + 2 * p - k < s or p + n > k:  # several outputs, or input outside the one window
-                return None
-            taps.append(slice(p, p + n))
-        return None if all(t == slice(0, k) for t, k in zip(taps, self.kernel_size)) else tuple(taps)
-
-
-def window_convs(model: nn.Module) -> nn.Module:
-    """Every plain ``nn.Conv2d`` of ``model`` made a :class:`WindowConv2d`, in place: the same parameters, state
-    dict and results (the optimizer's references stay valid). Returns ``model``."""
-    for module in model.modules():
-        if type(module) is nn.Conv2d:
-            module.__class__ = WindowConv2d
-    return model
-
-
-def torchvision_resnet(arch: str, **kwargs) -> nn.Module:
-    """torchvision's ResNet ``arch`` (``kwargs`` to its builder), with window convolutions."""
-    return window_convs(getattr(torchvision.models, arch)(**kwargs))
 
 
 def imagenet_weights_enum(arch: str):

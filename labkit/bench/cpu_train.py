@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from labkit.bench.fixtures import interleaved
 from labkit.device import autocast, native_bf16_cpu, resolve_precision
-from labkit.models import WindowConv2d, classifier, resnet
+from labkit.models import classifier, resnet
+from labkit.training.convs import WindowConv2d
 
 # name: (precision, channels-last, torch.compile)
 CANDIDATES = {

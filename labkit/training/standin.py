@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from labkit.data.loaders import STL10_CLASSES
 from labkit.data.synthetic import STL10_PROTOTYPES, render_many
 from labkit.errors import MissingFileError
-from labkit.models import torchvision_resnet
 from labkit.paths import atomic_torch_save, cache_dir, code_fingerprint
+from labkit.training.convs import torchvision_resnet
 from labkit.training.sharing import run_lock
 
 # Source task: prototypes 0..SOURCE_PROTOTYPES-1, each in VARIANTS variants (source class = proto * VARIANTS + v).

@@ -58,7 +58,7 @@ def test_the_summary_is_the_ratio_of_the_medians(monkeypatch, capsys):
 
 
 def test_the_window_check_times_plain_convolutions_against_window_ones(monkeypatch):
-    from labkit.models import WindowConv2d
+    from labkit.training.convs import WindowConv2d
     from labkit.training import standin
     monkeypatch.setitem(standin.SETTINGS["standin-smoke"], "batch_size", 2)
     monkeypatch.setattr(cpu_train, "WINDOW_CHECKS", [("smoke", "standin-smoke")])

@@ -138,8 +138,9 @@ def test_pre_training_twice_gives_the_same_weights(tiny):
 def test_the_stand_in_is_pre_trained_with_window_convs(tiny, monkeypatch):
     """Its 1x1 maps at 32 px (layer4) and 16 px (layer3 too) are where CPUs without AVX-512 lose half a step."""
     from labkit.training import loop
+    from labkit.training.convs import WindowConv2d
     seen, real = [], loop.fit
     monkeypatch.setattr(loop, "fit", lambda model, *a, **kw: seen.append(model) or real(model, *a, **kw))
     standin.standin_weights("resnet18")
     convs = [m for m in seen[0].modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(seen) == 1 and convs and all(type(m) is models.WindowConv2d for m in convs)
+    assert len(seen) == 1 and convs and all(type(m) is WindowConv2d for m in convs)
