@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from labkit.errors import LabkitError
-from labkit.params import ParameterError
+from labkit.params import ParameterError, check_profile
 
 
 def main(argv=None) -> int:
@@ -192,6 +192,7 @@ def generate_real_size(roots: dict[str, Path | None]) -> int:
 
 
 def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check_profile(args.profile)  # before the pipeline's imports (seconds): a mistyped profile is answered at once
     from labkit.report.pipeline import make_report
     only = [k.strip() for k in args.only.split(",") if k.strip()] or None
     return make_report(args.profile, only, args.timeout, args.out, overrides(args.overrides), args.yes)
@@ -200,10 +201,8 @@ def report(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import json
 
-    from labkit.params import PROFILES
+    check_profile(args.profile)
     from labkit.report.forecast import forecast
-    if args.profile not in PROFILES:
-        raise ParameterError(f"--profile {args.profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
     only = [k.strip() for k in args.only.split(",") if k.strip()] or None
     result = forecast(args.profile, only, overrides=overrides(args.overrides),
                       log=lambda line: print(f"plan: {line}", file=sys.stderr, flush=True))

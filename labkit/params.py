@@ -9,7 +9,7 @@ from typing import Any
 from labkit.errors import ParameterError
 from labkit.paths import default_output_dir
 
-__all__ = ["ParameterError", "Spec", "validate", "from_notebook", "validate_runs", "unknown_parameters"]
+__all__ = ["ParameterError", "Spec", "check_profile", "validate", "from_notebook", "validate_runs", "unknown_parameters"]
 
 PROFILES = ("demo", "cpu", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
@@ -18,6 +18,13 @@ KEEP_CHECKPOINTS = ("final", "none", "all")
 # labkit's own offline stand-ins for ImageNet pre-training (labkit.training.standin): the demo's, and a seconds-size one
 STANDINS = ("standin", "standin-smoke")
 NAMED_WEIGHTS = (*STANDINS, "imagenet", "none")  # any other `weights` value is a state-dict file
+
+
+def check_profile(profile: str) -> str:
+    """``profile`` if it is one of :data:`PROFILES`, else the one-line error that names the allowed ones."""
+    if profile not in PROFILES:
+        raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
+    return profile
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,17 @@ def test_bad_profile_is_one_line_without_a_traceback(tmp_path):
     assert "profile='nope' is not allowed; allowed: demo, cpu, full, smoke" in one_error_line(done.stderr)
 
 
+@pytest.mark.parametrize("command", ["report", "plan"])
+def test_a_mistyped_profile_is_refused_before_torch_is_imported(tmp_path, command):
+    """The answer comes at once, not after the seconds that torch, papermill and the notebooks' stack take."""
+    code = (f"import sys; from labkit import cli; code = cli.main([{command!r}, '--profile', 'nope']); "
+            "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LABKIT_ROOT": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert done.stdout.split() == ["1", "False"], done.stderr
+    assert "profile='nope' is not allowed; allowed: demo, cpu, full, smoke" in one_error_line(done.stderr)
+
+
 @pytest.mark.parametrize("args", [["--debug", "report", "--profile", "nope"],
                                   ["report", "--profile", "nope", "--debug"]], ids=["before", "after"])
 def test_debug_shows_the_traceback(tmp_path, args):

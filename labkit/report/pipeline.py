@@ -16,7 +16,7 @@ import labkit
 from labkit.questions import registry
 from labkit.report.execute import run_notebook
 from labkit.errors import LabkitError
-from labkit.params import PROFILES, ParameterError
+from labkit.params import ParameterError, check_profile
 from labkit.report.index import NotebookResult, build_index
 from labkit.paths import atomic_write_text, environ_kept, git_commit, reports_dir
 from labkit.progress import PLAIN_PREFIX, StatusLine
@@ -193,8 +193,7 @@ def make_report(profile: str = "demo", only: list[str] | None = None, timeout: i
                 out_root: Path | None = None, overrides: dict | None = None, yes: bool = False) -> int:
     """Run, render and index every notebook; return 0, or 1 when any notebook failed (named).
     ``overrides``: parameters over the profile's, for every notebook that declares them (e.g. weights)."""
-    if profile not in PROFILES:
-        raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
+    check_profile(profile)
     keys = only or registry.available()
     unknown = [k for k in keys if k not in registry.available()]
     if unknown:

@@ -25,7 +25,7 @@ import yaml
 
 from labkit.questions import registry
 from labkit.sweep.cluster import GPU, client_for, local_gpus, needs_gpu
-from labkit.params import PROFILES, ParameterError
+from labkit.params import ParameterError, check_profile
 from labkit.paths import atomic_write_bytes, atomic_write_text, code_fingerprint, reports_dir
 from labkit.progress import plain_wanted
 from labkit.sweep.point import run_point
@@ -80,8 +80,7 @@ def plan(key: str, grid: dict[str, list], profile: str, seeds: int | None) -> tu
     """Check everything that can be checked before anything runs; return the points and the notebook."""
     if key not in registry.available():
         raise ParameterError(f"unknown notebook {key!r}; allowed: {', '.join(registry.available())}")
-    if profile not in PROFILES:
-        raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
+    check_profile(profile)
     if seeds is not None and seeds < 1:
         raise ParameterError(f"--seeds {seeds}: give a number of training seeds >= 1")
     if not grid and not seeds:
