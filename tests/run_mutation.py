@@ -30,6 +30,7 @@ WORK = ROOT / ".mutation"
 NOTES = ROOT / "tests" / "MUTATION.md"
 DEFAULT_MODULES = ("labkit/metrics.py", "labkit/runs.py", "labkit/results.py", "labkit/training/optim.py",
                    "labkit/training/losses.py", "labkit/training/checkpoints.py", "labkit/training/loop.py",
+                   "labkit/training/convs.py",
                    "labkit/questions/experiments.py", "labkit/questions/claims.py",
                    "labkit/questions/q1_transfer.py", "labkit/questions/q2_losses.py",
                    "labkit/questions/q3_optimizers.py", "labkit/report/index.py")

@@ -5,38 +5,47 @@ import torch
 from labkit.training.convs import WindowConv2d, torchvision_resnet, window_convs
 
 
-@pytest.mark.parametrize("kernel, stride, padding, size, taps", [
-    (3, 1, 1, (1, 1), (slice(1, 2), slice(1, 2))),  # layer4's 3x3 convolutions on a 32-px image's 1x1 map
-    (3, 2, 1, (2, 2), (slice(1, 3), slice(1, 3))),  # layer4's first, stride 2, from layer3's 2x2 map
-    (3, 1, 1, (2, 2), None),  # four outputs: each needs other taps
-    (3, 1, 1, (1, 2), None),  # two outputs along the width
-    (1, 2, 0, (2, 2), None),  # the downsample: a 1x1 kernel cannot cover a 2x2 input
-    (3, 1, 0, (3, 3), None),  # every tap touches the input: nothing to leave out
-])
-def test_a_window_conv_is_the_same_convolution_on_the_taps_that_touch_the_input(kernel, stride, padding, size,
-                                                                                  taps):
+ONE_TAP = (slice(1, 2), slice(1, 2))
+
+
+@pytest.mark.parametrize("conv, size, taps", [
+    ({"kernel_size": 3, "padding": 1}, (1, 1), ONE_TAP),  # layer4's 3x3 convolutions on a 32-px image's 1x1 map
+    ({"kernel_size": 3, "stride": 2, "padding": 1}, (2, 2), (slice(1, 3), slice(1, 3))),  # layer4's first
+    ({"kernel_size": 3, "padding": 1, "groups": 2}, (1, 1), ONE_TAP),  # grouped
+    ({"kernel_size": 3, "padding": 1}, (2, 2), None),  # four outputs: each needs other taps
+    ({"kernel_size": 3, "padding": 1}, (1, 2), None),  # two outputs along the width
+    ({"kernel_size": 1, "stride": 2}, (2, 2), None),  # the downsample: a 1x1 kernel cannot cover a 2x2 input
+    ({"kernel_size": 3}, (3, 3), None),  # every tap touches the input: nothing to leave out
+    ({"kernel_size": 3, "padding": 1, "padding_mode": "circular"}, (1, 1), None),  # padding that is not zeros
+    ({"kernel_size": 3, "padding": "same"}, (1, 1), None),  # padding by name
+    ({"kernel_size": 3, "padding": 2, "dilation": 2}, (1, 1), None),  # dilated: other taps, left to torch
+], ids=["1x1-map", "stride-2", "grouped", "2x2-map", "1x2-map", "1x1-kernel", "no-padding", "circular", "same",
+        "dilated"])
+@pytest.mark.parametrize("batch", [(4,), ()], ids=["batched", "unbatched"])
+def test_a_window_conv_is_the_same_convolution_on_the_taps_that_touch_the_input(conv, size, taps, batch):
     from torch.utils.flop_counter import FlopCounterMode
     torch.manual_seed(0)
-    plain = torch.nn.Conv2d(6, 5, kernel, stride, padding)
-    window = window_convs(torch.nn.Sequential(torch.nn.Conv2d(6, 5, kernel, stride, padding)))[0]
+    plain = torch.nn.Conv2d(6, 4, **conv)
+    window = window_convs(torch.nn.Sequential(torch.nn.Conv2d(6, 4, **conv)))[0]
     window.load_state_dict(plain.state_dict())
     assert isinstance(window, WindowConv2d) and window.window_taps(size) == taps
-    x = torch.randn(4, 6, *size, requires_grad=True)
+    x = torch.randn(*batch, 6, *size, requires_grad=True)
     outputs, grads, flops = [], [], []
-    for conv in (plain, window):
+    for module in (plain, window):
         x.grad = None
-        conv.zero_grad()
+        module.zero_grad()
         with FlopCounterMode(display=False) as counter:
-            out = conv(x)
+            out = module(x)
         out.pow(2).sum().backward()
         outputs.append(out)
-        grads.append([x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()])
+        grads.append([x.grad.clone(), module.weight.grad.clone(), module.bias.grad.clone()])
         flops.append(counter.get_total_flops())
     torch.testing.assert_close(outputs[1], outputs[0])
     for got, expected in zip(grads[1], grads[0]):
         torch.testing.assert_close(got, expected)
-    kept = kernel * kernel if taps is None else (taps[0].stop - taps[0].start) * (taps[1].stop - taps[1].start)
-    assert flops[1] * kernel * kernel == flops[0] * kept  # only the kept taps are computed
+    kept = 9 if taps is None else (taps[0].stop - taps[0].start) * (taps[1].stop - taps[1].start)
+    if conv["kernel_size"] == 3:
+        assert flops[1] * 9 == flops[0] * kept  # only the kept taps are computed
 
 
 def test_torchvision_resnet_has_window_convs_and_torchvisions_builder_arguments():
