@@ -214,6 +214,7 @@ def plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def sweep(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    check_profile(args.profile)
     from labkit.sweep.engine import parse_value, sweep as run_sweep
     grid = {}
     for item in args.param:

@@ -29,8 +29,9 @@ def project_root() -> Path:
 # its fingerprint. Prose, findings, the original's numbers and claims, the forecast, the report, the CLI,
 # templates and benchmarks are not on it: editing them retrains nothing.
 FINGERPRINTED = ("data/core.py", "data/loaders.py", "data/batches.py", "data/synthetic.py", "device.py", "models.py",
-                 "runs.py", "training/standin.py", "training/loop.py", "training/checkpoints.py",
-                 "training/losses.py", "training/optim.py", "training/gradflow.py", "training/sharing.py",
+                 "runs.py", "training/standin.py", "training/convs.py", "training/loop.py",
+                 "training/checkpoints.py", "training/losses.py", "training/optim.py", "training/gradflow.py",
+                 "training/sharing.py",
                  "questions/contract.py", "questions/imagenet.py", "questions/q1_transfer.py",
                  "questions/q2_losses.py", "questions/q3_optimizers.py")
 # Top-level functions and names in those files that only report (sentences, titles, the forecast's passes, 2-D

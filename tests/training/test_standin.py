@@ -142,5 +142,6 @@ def test_the_stand_in_is_pre_trained_with_window_convs(tiny, monkeypatch):
     seen, real = [], loop.fit
     monkeypatch.setattr(loop, "fit", lambda model, *a, **kw: seen.append(model) or real(model, *a, **kw))
     standin.standin_weights("resnet18")
+    assert len(seen) == 1
     convs = [m for m in seen[0].modules() if isinstance(m, torch.nn.Conv2d)]
-    assert len(seen) == 1 and convs and all(type(m) is WindowConv2d for m in convs)
+    assert convs and all(type(m) is WindowConv2d for m in convs)
