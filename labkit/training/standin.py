@@ -10,7 +10,7 @@ with what it was trained on, how long that took and its held-out source
 accuracy, which every notebook's banner shows.
 
 Two sizes: ``"standin"`` (the demo's: trained well enough that transfer works,
-about a minute for ResNet-18 on two CPU cores) and ``"standin-smoke"`` (seconds,
+a minute or so for ResNet-18 on two CPU cores: 49-83 s measured) and ``"standin-smoke"`` (seconds,
 for the smoke profile and the tests). Numbers obtained with either are never
 ImageNet results.
 """
@@ -34,7 +34,7 @@ from labkit.training.sharing import run_lock
 SOURCE_PROTOTYPES = 20
 VARIANTS = 2
 SOURCE_TASK = f"{SOURCE_PROTOTYPES * VARIANTS}-class synthetic source task"
-# Pre-training recipes. The demo's reaches 82.1 % held-out top-1 for ResNet-18 (chance 2.5 %; `make bench`): a
+# Pre-training recipes. The demo's reaches 82 % held-out top-1 for ResNet-18 (81.7-82.8 % measured; chance 2.5 %): a
 # one-cycle schedule over enough images (150 per class, 6 epochs) is what took it there from the 16-19 %
 # of 3 constant-rate epochs over 12 images per class.
 SETTINGS = {
