@@ -105,9 +105,9 @@ def lock_path(checkpoint: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(checkpoint: Path, say=lambda line: print(line, flush=True)):
-    """Hold the run's lock (``<checkpoint>.lock``) for the duration; wait, saying so once, while another process
-    holds it. The holder removes the file when it is done; a process that got the lock on a file removed
+def run_lock(checkpoint: Path, say=lambda line: print(line, flush=True), doing: str = "training the same run"):
+    """Hold the run's lock (``<checkpoint>.lock``) for the duration; wait, saying so once (what the holder is
+    ``doing``), while another process holds it. The holder removes the file when it is done; a process that got the lock on a file removed
     meanwhile tries again on the new one, so two processes never both hold "the" lock."""
     lock = lock_path(Path(checkpoint))
     lock.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def run_lock(checkpoint: Path, say=lambda line: print(line, flush=True)):
         except BlockingIOError:
             if not said:
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                say(f"waiting for process {holder}, which is training the same run ({Path(checkpoint).name}); "
+                say(f"waiting for process {holder}, which is {doing} ({Path(checkpoint).name}); "
                     f"its result is reused when it finishes")
                 said = True
             fcntl.flock(fd, fcntl.LOCK_EX)

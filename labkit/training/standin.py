@@ -83,7 +83,7 @@ def standin_weights(arch: str, kind: str = "standin", progress: bool = False, tr
                                    f"training.standin.prepare({kind!r}, {arch!r}) first (it pre-trains it once)")
         # Two kernels (or a report beside JupyterLab) that start together pre-train it once: the second waits
         # for the first's file instead of spending the same minutes again.
-        with run_lock(path):
+        with run_lock(path, doing=f"pre-training the same stand-in ({kind}, {arch})"):
             if not path.exists():
                 state, report = _pretrain(arch, s, progress)
                 blob = {"state_dict": state, "classes": source_classes(), "settings": json.dumps(s),

@@ -1,6 +1,7 @@
 """Stand-in backbones: a synthetic source task shaped like ImageNet-1k relative to STL-10, pre-trained once and
 cached under a key of its settings and labkit's code fingerprint."""
 import json
+import os
 
 import pytest
 import torch
@@ -50,7 +51,7 @@ def test_source_to_stl10_is_many_to_one_with_no_deer():
     assert unmapped == {2 * deer, 2 * deer + 1} | set(range(20, 40))  # they become 'other'
 
 
-def test_a_stand_in_being_pre_trained_elsewhere_is_waited_for_not_trained_again(tiny):
+def test_a_stand_in_being_pre_trained_elsewhere_is_waited_for_not_trained_again(tiny, capsys):
     """Two kernels that prepare the same stand-in at once: the second waits on the first's lock, then loads the
     file the first wrote (here the "first" is this test, holding the lock while a thread asks for the weights)."""
     import threading
@@ -67,6 +68,8 @@ def test_a_stand_in_being_pre_trained_elsewhere_is_waited_for_not_trained_again(
         standin.atomic_torch_save(path, blob)
     waiting.join(timeout=60)
     assert not waiting.is_alive() and trained == []  # not pre-trained a second time
+    assert (f"waiting for process {os.getpid()}, which is pre-training the same stand-in (standin, resnet18) "
+            f"({path.name}); its result is reused when it finishes") in capsys.readouterr().out
     assert got[0]["report"] == '{"kind": "o"}' and torch.equal(got[0]["state_dict"]["w"], torch.ones(2))
 
 
