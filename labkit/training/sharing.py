@@ -108,8 +108,8 @@ def lock_path(checkpoint: Path) -> Path:
 def run_lock(checkpoint: Path, say=lambda line: print(line, flush=True),
              doing: str = "training the same run"):
     """Hold the run's lock (``<checkpoint>.lock``) for the duration; wait, saying so once (what the holder is
-    ``doing``), while another process holds it. The holder removes the file when it is done; a process that got the lock on a file removed
-    meanwhile tries again on the new one, so two processes never both hold "the" lock."""
+    ``doing``), while another process holds it. The holder removes the file when it is done; a process that got
+    the lock on a file removed meanwhile tries again on the new one, so two processes never both hold "the" lock."""
     lock = lock_path(Path(checkpoint))
     lock.parent.mkdir(parents=True, exist_ok=True)
     said = False
