@@ -9,7 +9,8 @@ from typing import Any
 from labkit.errors import ParameterError
 from labkit.paths import default_output_dir
 
-__all__ = ["ParameterError", "Spec", "check_profile", "validate", "from_notebook", "validate_runs", "unknown_parameters"]
+__all__ = ["ParameterError", "Spec", "check_profile", "validate", "from_notebook", "validate_runs",
+           "unknown_parameters"]
 
 PROFILES = ("demo", "cpu", "full", "smoke")
 DATA_SOURCES = ("synthetic", "real")
@@ -20,11 +21,10 @@ STANDINS = ("standin", "standin-smoke")
 NAMED_WEIGHTS = (*STANDINS, "imagenet", "none")  # any other `weights` value is a state-dict file
 
 
-def check_profile(profile: str) -> str:
-    """``profile`` if it is one of :data:`PROFILES`, else the one-line error that names the allowed ones."""
+def check_profile(profile: str) -> None:
+    """Refuse a ``profile`` that is not one of :data:`PROFILES`, in one line that names the allowed ones."""
     if profile not in PROFILES:
         raise ParameterError(f"profile={profile!r} is not allowed; allowed: {', '.join(PROFILES)}")
-    return profile
 
 
 @dataclass(frozen=True)

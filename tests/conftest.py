@@ -42,8 +42,8 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        from labkit.training.sharing import cores  # the cores this process may run on (macOS too)
-        threads = max(1, cores() // workers)
+        from labkit.training.sharing import cores, fair_share  # cores(): this process's cores (macOS too)
+        threads = fair_share(workers, cores(), torch.get_num_threads())
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

@@ -107,8 +107,8 @@ def window_conv_checks(repeats: int, quiet: bool) -> dict:
     out = {}
     for label, kind in WINDOW_CHECKS:
         size, batch = SETTINGS[kind]["image_size"], SETTINGS[kind]["batch_size"]
-        steps = {kind: training_step("fp32", True, False, size, batch, len(source_classes()))
-                 for kind in ("plain", "window")}
+        steps = {convs: training_step("fp32", True, False, size, batch, len(source_classes()))
+                 for convs in ("plain", "window")}
         plain_convs(steps["plain"].model)
         for step in steps.values():
             step()  # warm-up
